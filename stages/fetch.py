@@ -1,0 +1,15 @@
+"""fetch: the four MNIST files into data/mnist, from $MNIST_MIRROR (a folder or base URL) or data.mirrors."""
+
+import os
+
+from aevae import config, data, run_stage
+
+
+def main():
+    p = config.load()
+    mirror = os.environ.get("MNIST_MIRROR")
+    data.fetch(([mirror] if mirror else []) + list(p.data.mirrors), "data/mnist")
+
+
+if __name__ == "__main__":
+    run_stage(main)

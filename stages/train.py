@@ -1,0 +1,33 @@
+"""train_ae / train_vae: `python stages/train.py ae|vae` trains one model and writes its model, curves and metrics."""
+
+import sys
+
+import torch
+
+from aevae import UserError, config, data, model, run_stage
+from aevae.files import write_csv, write_json
+from aevae.train import fit, resolve_device, summary
+
+
+def main():
+    kind = sys.argv[1] if len(sys.argv) == 2 else None
+    if kind not in model.MODELS:
+        raise UserError(f"usage: train.py MODEL, with MODEL one of {', '.join(model.MODELS)}")
+    p = config.load()
+    device = resolve_device(p.train.device)
+    train_x, _ = data.load("data/mnist", "train", p.data.train_size)
+    test_x, _ = data.load("data/mnist", "test")
+
+    torch.manual_seed(p.train.seed)
+    if kind == "ae":
+        net = model.AE(p.model.hidden_dims, p.model.z_dim)
+    else:
+        net = model.VAE(p.model.hidden_dims, p.model.z_dim, p.vae.beta, p.vae.likelihood)
+    rows = fit(net, train_x, test_x, p.train, device, on_epoch=lambda rows: write_csv(f"plots/{kind}/losses.csv", rows))
+
+    model.save(net, f"models/{kind}.pt")
+    write_json(f"metrics/{kind}.json", summary(rows))
+
+
+if __name__ == "__main__":
+    run_stage(main)

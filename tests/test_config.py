@@ -1,0 +1,84 @@
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from aevae import UserError, config
+from conftest import ROOT
+
+
+def test_shipped_params_are_the_article_defaults():
+    p = config.load(ROOT / "params.yaml")
+    assert p.model.hidden_dims == (512, 256) and p.model.z_dim == 50
+    assert (p.train.epochs, p.train.batch_size, p.train.lr) == (20, 64, 0.001)
+    assert p.data.train_size == 60000
+    assert (p.vae.beta, p.vae.likelihood) == (1.0, "gaussian")
+
+
+@pytest.mark.parametrize(
+    "section, key, value, message",
+    [
+        ("model", "z_dim", 0, "model.z_dim = 0 is not accepted; expected an int >= 1"),
+        ("model", "hidden_dims", [512, -1], "model.hidden_dims = list is not accepted"),
+        ("model", "hidden_dims", [], "model.hidden_dims = list is not accepted"),
+        ("train", "epochs", 0, "train.epochs = 0 is not accepted"),
+        ("train", "epochs", 2.5, "train.epochs = 2.5 is not accepted; expected an int >= 1"),
+        ("train", "epochs", True, "train.epochs = True is not accepted"),
+        ("train", "lr", "fast", "train.lr = 'fast' is not accepted; expected a number > 0"),
+        ("train", "lr", 0, "train.lr = 0 is not accepted"),
+        ("train", "lr", -0.1, "train.lr = -0.1 is not accepted"),
+        ("train", "device", "tpu", "train.device = 'tpu' is not accepted; expected auto, cpu or cuda"),
+        ("train", "batch_size", 100000, "train.batch_size = 100000 is larger than data.train_size"),
+        ("vae", "likelihood", "poisson", "vae.likelihood = 'poisson' is not accepted; expected gaussian or bernoulli"),
+        ("vae", "beta", -1, "vae.beta = -1 is not accepted"),
+        ("data", "train_size", 60001, "data.train_size = 60001 is not accepted; expected an int from 1 to 60000"),
+    ],
+)
+def test_bad_values_name_the_key_and_what_is_accepted(raw_params, section, key, value, message):
+    raw_params[section][key] = value
+    with pytest.raises(UserError) as e:
+        config.parse(raw_params)
+    assert message in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_unknown_keys_suggest_the_near_miss(raw_params):
+    raw_params["train"]["epoch"] = raw_params["train"].pop("epochs")
+    with pytest.raises(UserError, match=r"unknown key 'train.epoch'; did you mean 'train.epochs'\?"):
+        config.parse(raw_params)
+    raw_params["train"]["epochs"] = raw_params["train"].pop("epoch")
+    raw_params["modle"] = raw_params.pop("model")
+    with pytest.raises(UserError, match=r"unknown key 'modle'; did you mean 'model'\?"):
+        config.parse(raw_params)
+
+
+def test_missing_key(raw_params):
+    del raw_params["vae"]["beta"]
+    with pytest.raises(UserError, match=r"missing key 'vae.beta'"):
+        config.parse(raw_params)
+
+
+def test_float_written_as_yaml_string_is_a_number(raw_params):
+    raw_params["train"]["lr"] = "1e-3"  # how YAML 1.1 reads 1e-3, as `dvc exp run -S train.lr=1e-3` may write it
+    assert config.parse(raw_params).train.lr == 0.001
+
+
+@pytest.mark.parametrize("text, message", [("", "must be a mapping"), ("train: [1, 2\n", "not valid YAML at line")])
+def test_empty_or_broken_file(tmp_path, text, message):
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    with pytest.raises(UserError, match=message):
+        config.load(path)
+
+
+def test_stage_with_bad_params_exits_2_with_one_line_and_writes_nothing(tmp_path, raw_params):
+    raw_params["model"]["z_dim"] = 0
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw_params))
+    for stage in (["fetch.py"], ["train.py", "vae"], ["evaluate.py"], ["render.py"]):
+        run = subprocess.run(
+            [sys.executable, ROOT / "stages" / stage[0], *stage[1:]], cwd=tmp_path, capture_output=True, text=True
+        )
+        assert run.returncode == 2, run.stderr
+        assert run.stderr == "error: params.yaml: model.z_dim = 0 is not accepted; expected an int >= 1\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
