@@ -1,0 +1,151 @@
+"""Training speed, side by side in one run: the article's loop vs the pipeline's trainer vs the matmul bound.
+
+    python bench/train_speed.py [--epochs 3] [--device cpu|cuda] [--data data/mnist]
+
+Both loops train the same model (params.yaml's VAE) on the same real MNIST from the same seed.
+The article-style loop is torchvision's MNIST dataset with ToTensor, a shuffling DataLoader
+of batch 64, the default AdamW and a loss.item() per step, as in the article; it runs in a
+child process, so that none of the trainer's process-wide settings speed it up. The bound is
+the epoch's matmul FLOPs divided by the throughput of one 64x784 @ 784x512 matmul measured
+here, now: what the epoch would take if every matmul ran at that speed and nothing else cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import multiprocessing
+import os
+import platform
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torchvision import datasets, transforms
+
+# aevae.train is imported in main() only: it sets the float mode for the whole process, which
+# the article's loop, run in a child that imports this module again, must not inherit.
+from aevae import config, data, model
+
+
+def matmul_gflops(device: torch.device, seconds: float = 2.0) -> float:
+    a, w = torch.randn(64, 784, device=device), torch.randn(784, 512, device=device)
+    for _ in range(50):
+        a @ w
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for _ in range(100):
+            a @ w
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        n += 100
+    return 2 * 64 * 784 * 512 * n / (time.perf_counter() - start) / 1e9
+
+
+def epoch_gflop(net: torch.nn.Module, n_samples: int) -> float:
+    """Matmul FLOPs of one training epoch: forward, grad of the weights, and grad of the inputs
+    of every layer but the first (whose input, the data, needs none)."""
+    layers = [m for m in net.modules() if isinstance(m, torch.nn.Linear)]
+    first = {net.encoder[0]}
+    per_sample = sum(2 * m.in_features * m.out_features * (2 if m in first else 3) for m in layers)
+    return per_sample * n_samples / 1e9
+
+
+def article_loop(root: str, epochs: int, lr: float, device: str, new_vae, test_x) -> tuple[list[float], float]:
+    """The article's training loop, kept as it is: seconds per epoch, and the test loss at the end."""
+    net = new_vae()
+    train = datasets.MNIST(root=root, train=True, transform=transforms.ToTensor(), download=False)
+    loader = torch.utils.data.DataLoader(train, batch_size=64, shuffle=True)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr)
+    seconds = []
+    for _ in range(epochs):
+        net.train()
+        start = time.perf_counter()
+        losses = []
+        for x, _ in loader:
+            x = x.to(device).view(-1, 784)
+            opt.zero_grad()
+            loss = net.loss(x).loss
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        seconds.append(time.perf_counter() - start)
+    return seconds, test_loss(net, test_x)
+
+
+def test_loss(net, test_x) -> float:
+    torch.manual_seed(0)  # the same z draws for both loops' models
+    net.eval()
+    with torch.no_grad():
+        return sum(net.loss(xb).loss.item() for xb in test_x.split(2000)) / len(test_x)
+
+
+def in_child(fn, *args):
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(fn, args)
+
+
+class NewVAE:
+    """Builds the same seeded VAE in either process (a picklable callable)."""
+
+    def __init__(self, p, device):
+        self.p, self.device = p, device
+
+    def __call__(self):
+        torch.manual_seed(self.p.train.seed)
+        m = self.p.model
+        return model.VAE(m.hidden_dims, m.z_dim, self.p.vae.beta, self.p.vae.likelihood).to(self.device)
+
+
+def main():
+    from aevae.train import fit, resolve_device  # first thing: see the note at the imports
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--data", default="data/mnist", help="folder with the four uncompressed IDX files")
+    args = ap.parse_args()
+    p = config.load()
+    device = resolve_device(args.device)
+    cfg = dataclasses.replace(p.train, epochs=args.epochs)
+    train_x, _ = data.load(args.data, "train")
+    test_x, _ = data.load(args.data, "test")
+    new_vae = NewVAE(p, device)
+
+    gflops = matmul_gflops(device)
+    work = epoch_gflop(new_vae(), len(train_x))
+    bound = work / gflops
+
+    with tempfile.TemporaryDirectory() as root:  # torchvision wants MNIST/raw/<original names>
+        raw = Path(root) / "MNIST" / "raw"
+        raw.mkdir(parents=True)
+        for f in Path(args.data).iterdir():
+            os.symlink(f.resolve(), raw / f.name)
+        article, article_test = in_child(article_loop, root, args.epochs, cfg.lr, str(device), new_vae, test_x)
+
+    net = new_vae()
+    ours = [r["seconds"] for r in fit(net, train_x, test_x, cfg, device)]
+    ours_test = test_loss(net, test_x.to(device))
+
+    # Steady state: the first epoch pays for warm-up (allocator, thread pool, caches).
+    steady = lambda s: min(s[1:]) if len(s) > 1 else s[0]  # noqa: E731
+    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads,"
+          f" torch {torch.__version__}, device {device}")
+    print(f"matmul 64x784 @ 784x512: {gflops:.0f} GFLOP/s; one epoch = {work:.0f} GFLOP of matmuls"
+          f" -> bound {bound:.2f} s/epoch")
+    print(f"{args.epochs} epochs of the VAE on {len(train_x)} images, batch {cfg.batch_size};"
+          " s/epoch is the best epoch after the first\n")
+    print(f"{'loop':<16}{'s/epoch':>9}{'samples/s':>12}{'vs article':>12}{'vs bound':>10}{'test loss':>11}")
+    for name, secs, test in [("article-style", article, article_test), ("aevae.fit", ours, ours_test)]:
+        s = steady(secs)
+        print(f"{name:<16}{s:>9.2f}{len(train_x) / s:>12,.0f}{steady(article) / s:>11.2f}x{s / bound:>9.2f}x"
+              f"{test:>11.3f}")
+    print(f"\nper-epoch seconds: article {[round(s, 2) for s in article]}, aevae.fit {[round(s, 2) for s in ours]}")
+    print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB (this process),"
+          f" {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024:.0f} MiB (article child)")
+
+
+if __name__ == "__main__":
+    main()
