@@ -23,9 +23,11 @@ def main():
         net = model.AE(p.model.hidden_dims, p.model.z_dim)
     else:
         net = model.VAE(p.model.hidden_dims, p.model.z_dim, p.vae.beta, p.vae.likelihood)
-    rows = fit(net, train_x, test_x, p.train, device, on_epoch=lambda rows: write_csv(f"plots/{kind}/losses.csv", rows))
+    rows = fit(net, train_x, test_x, p.train, device)
 
+    # Only now, all three: a run that fails or is killed leaves the previous outputs as they were.
     model.save(net, f"models/{kind}.pt")
+    write_csv(f"plots/{kind}/losses.csv", rows)
     write_json(f"metrics/{kind}.json", summary(rows))
 
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable
-
 import torch
 from tqdm import tqdm
 
@@ -34,14 +32,7 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def fit(
-    model: torch.nn.Module,
-    train_x: torch.Tensor,
-    test_x: torch.Tensor,
-    cfg: Train,
-    device: torch.device,
-    on_epoch: Callable[[list[dict]], None] = lambda rows: None,
-) -> list[dict]:
+def fit(model: torch.nn.Module, train_x: torch.Tensor, test_x: torch.Tensor, cfg: Train, device: torch.device):
     """Train with AdamW; return one row of per-image mean losses per epoch (see COLUMNS).
 
     Randomness (init aside) comes from torch's global generators: seed them before building the model.
@@ -53,26 +44,29 @@ def fit(
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         start = time.perf_counter()
-        sums = torch.zeros(3, device=device)
         batches = torch.randperm(len(train_x), device=device).split(cfg.batch_size)
+        steps = torch.empty(len(batches), 3, device=device)  # each step's loss terms, read once per epoch
         name = f"{type(model).__name__} epoch {epoch}/{cfg.epochs}"
-        for idx in tqdm(batches, desc=name, unit="batch", leave=False):
+        for step, idx in enumerate(tqdm(batches, desc=name, unit="batch", leave=False)):
             terms = model.loss(train_x[idx])
             opt.zero_grad(set_to_none=True)
             terms.loss.backward()
             opt.step()
             with torch.no_grad():
-                sums += torch.stack(terms)
-        train = (sums / len(train_x)).tolist()  # the epoch's one host sync
+                steps[step] = torch.stack(terms)
+        train = (steps.sum(0) / len(train_x)).tolist()  # the epoch's one host sync
         seconds = time.perf_counter() - start
-        test = mean_losses(model, test_x)
-        if not all(map(math.isfinite, train + test)):
+        if not all(map(math.isfinite, train)):
+            step = int((~steps.isfinite().all(1)).nonzero()[0]) + 1
             raise UserError(
-                f"training diverged in epoch {epoch}: loss is {train[0]}; try a smaller train.lr (now {cfg.lr})"
+                f"training diverged in epoch {epoch}, step {step} of {len(batches)}: the loss became "
+                f"{steps[step - 1, 0].item()}; try a smaller train.lr (now {cfg.lr})"
             )
+        test = mean_losses(model, test_x)
+        if not all(map(math.isfinite, test)):
+            raise UserError(f"the test loss became {test[0]} after epoch {epoch}; try a smaller train.lr (now {cfg.lr})")
         rows.append(dict(zip(COLUMNS, [epoch, train[0], test[0], train[1], test[1], train[2], test[2], seconds])))
         print(f"{name}: train loss {train[0]:.3f}, test loss {test[0]:.3f}, {seconds:.1f} s", flush=True)
-        on_epoch(rows)
     return rows
 
 
