@@ -14,16 +14,24 @@ def main():
     if kind not in model.MODELS:
         raise UserError(f"usage: train.py MODEL, with MODEL one of {', '.join(model.MODELS)}")
     p = config.load()
-    device = resolve_device(p.train.device)
-    train_x, _ = data.load("data/mnist", "train", p.data.train_size)
-    test_x, _ = data.load("data/mnist", "test")
-
-    torch.manual_seed(p.train.seed)
-    if kind == "ae":
-        net = model.AE(p.model.hidden_dims, p.model.z_dim)
-    else:
-        net = model.VAE(p.model.hidden_dims, p.model.z_dim, p.vae.beta, p.vae.likelihood)
-    rows = fit(net, train_x, test_x, p.train, device)
+    section = "classifier" if kind == "classifier" else "train"
+    cfg = getattr(p, section)
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    if kind == "classifier":  # an instrument for evaluate, with its own params
+        net, transform = model.Classifier(), None
+        train, test = data.load("data/mnist", "train", cfg.train_size), data.load("data/mnist", "test")
+    else:  # the autoencoders learn from images alone
+        train, test = data.load("data/mnist", "train", p.data.train_size)[:1], data.load("data/mnist", "test")[:1]
+        if p.data.binarize == "dynamic":
+            transform, test = torch.bernoulli, (data.binarized(test[0]),)
+        else:
+            transform = None
+        if kind == "ae":
+            net = model.AE(p.model.hidden_dims, p.model.z_dim)
+        else:
+            net = model.VAE(p.model.hidden_dims, p.model.z_dim, p.vae.beta, p.vae.likelihood)
+    rows = fit(net, train, test, cfg, device, transform, section)
 
     # Only now, all three: a run that fails or is killed leaves the previous outputs as they were.
     model.save(net, f"models/{kind}.pt")

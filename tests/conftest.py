@@ -35,6 +35,8 @@ def repo(tmp_path, raw_params):
             shutil.copy(ROOT / name, repo / name)
     raw_params["data"]["train_size"] = 1000
     raw_params["train"]["epochs"] = 1
+    raw_params["classifier"].update(train_size=2000, epochs=1)
+    raw_params["evaluate"].update(iw_samples=10, samples=1000)
     (repo / "params.yaml").write_text(yaml.safe_dump(raw_params, sort_keys=False))
     sh(repo, "git", "init", "-q")
     sh(repo, "dvc", "init", "-q")

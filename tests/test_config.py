@@ -33,6 +33,9 @@ def test_shipped_params_are_the_article_defaults():
         ("vae", "likelihood", "poisson", "vae.likelihood = 'poisson' is not accepted; expected gaussian or bernoulli"),
         ("vae", "beta", -1, "vae.beta = -1 is not accepted"),
         ("data", "train_size", 60001, "data.train_size = 60001 is not accepted; expected an int from 1 to 60000"),
+        ("data", "binarize", "static", "data.binarize = 'static' is not accepted; expected none or dynamic"),
+        ("classifier", "epochs", 0, "classifier.epochs = 0 is not accepted; expected an int >= 1"),
+        ("evaluate", "iw_samples", 0, "evaluate.iw_samples = 0 is not accepted; expected an int >= 1"),
     ],
 )
 def test_bad_values_name_the_key_and_what_is_accepted(raw_params, section, key, value, message):

@@ -18,7 +18,7 @@ def ran(log):
 @needs_mnist
 def test_repro_then_change_vae_beta(repo):
     log = sh(repo, "dvc", "repro")
-    assert ran(log) == {"fetch", "train_ae", "train_vae", "evaluate", "render"}
+    assert ran(log) == {"fetch", "train_ae", "train_vae", "train_classifier", "evaluate", "render"}
     for name in PNGS:
         png = (repo / "plots/images" / name).read_bytes()
         assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000, name
@@ -28,8 +28,15 @@ def test_repro_then_change_vae_beta(repo):
     evaluate = shown["metrics/evaluate.json"]["data"]
     assert ae["epochs"] == vae["epochs"] == 1
     assert ae["train_kl"] == 0 < vae["test_kl"]
-    assert set(evaluate) == {"ae", "vae"} and set(evaluate["vae"]) == {"mse", "bce", "kl", "loss"}
+    assert set(evaluate) == {"ae", "vae", "train_set", "iw_samples"} and evaluate["iw_samples"] == 10
+    common = {"mse", "bce", "loss", "active_units", "probe_accuracy", "frechet_samples", "confident_samples",
+              "frechet_reconstructions", "classifier_accuracy_reconstructions"}
+    assert set(evaluate["ae"]) == common
+    assert set(evaluate["vae"]) == common | {"kl", "nelbo_gaussian", "nll_is_gaussian"}
     assert evaluate["vae"]["loss"] == pytest.approx(evaluate["vae"]["mse"] + evaluate["vae"]["kl"])
+    assert evaluate["vae"]["nll_is_gaussian"] < evaluate["vae"]["nelbo_gaussian"]
+    assert 0 < evaluate["train_set"]["frechet"] < evaluate["vae"]["frechet_samples"]
+    assert shown["metrics/classifier.json"]["data"]["test_accuracy"] > 0.5  # 2000 images, 1 epoch; chance is 0.1
     losses = (repo / "plots/vae/losses.csv").read_text().splitlines()
     assert losses[0] == "epoch,train_loss,test_loss,train_recon,test_recon,train_kl,test_kl,seconds"
     assert len(losses) == 2
@@ -53,7 +60,7 @@ def outputs(repo):
         o["path"]: o["md5"]
         for stage in lock["stages"].values()
         for o in stage["outs"]
-        if not o["path"].startswith(("metrics/", "plots/ae/", "plots/vae/"))
+        if not (o["path"].startswith("metrics/") or o["path"].endswith(".csv"))
     }
     figures = {p.name: p.read_bytes() for p in (repo / "plots/images").iterdir()}
     metrics = {p.name: json.loads(p.read_text()) for p in (repo / "metrics").iterdir()}
@@ -61,7 +68,7 @@ def outputs(repo):
         m.pop("train_seconds", None)
     curves = {
         kind: [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(open(repo / f"plots/{kind}/losses.csv"))]
-        for kind in ("ae", "vae")
+        for kind in ("ae", "vae", "classifier")
     }
     return hashes, figures, metrics, curves
 

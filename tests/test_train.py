@@ -4,10 +4,11 @@ import pytest
 import torch
 
 from aevae import UserError, config, data, model
-from aevae.train import COLUMNS, fit, resolve_device, summary
+from aevae.train import fit, resolve_device, summary
 from conftest import MNIST, needs_mnist
 
 CPU = torch.device("cpu")
+COLUMNS = ["epoch", "train_loss", "test_loss", "train_recon", "test_recon", "train_kl", "test_kl", "seconds"]
 
 
 def small_train_cfg(raw_params, **changes):
@@ -17,7 +18,7 @@ def small_train_cfg(raw_params, **changes):
 def run(cfg, x, kind="vae", seed=0):
     torch.manual_seed(seed)
     net = model.VAE([64, 32], 8) if kind == "vae" else model.AE([64, 32], 8)
-    return net, fit(net, x[:512], x[512:768], cfg, CPU)
+    return net, fit(net, (x[:512],), (x[512:768],), cfg, CPU)
 
 
 def test_rows_have_the_documented_columns(raw_params):
@@ -70,6 +71,30 @@ def test_both_models_learn_real_digits(tmp_path, raw_params):
     baseline = (test_x - x.mean(0)).pow(2).sum(1).mean().item()
     cfg = small_train_cfg(raw_params, epochs=3)
     for net in (model.AE([512, 256], 50), model.VAE([512, 256], 50)):
-        rows = fit(net, x, test_x, cfg, CPU)
+        rows = fit(net, (x,), (test_x,), cfg, CPU)
         assert rows[2]["test_recon"] < rows[0]["test_recon"] < baseline
         assert rows[2]["test_recon"] < 0.8 * baseline
+
+
+def test_the_loop_trains_a_classifier_too_with_its_own_terms(raw_params):
+    torch.manual_seed(0)
+    x = torch.rand(600, 784)
+    y = (x[:, :392].sum(1) > x[:, 392:].sum(1)).long()  # which half is brighter: learnable
+    rows = fit(model.Classifier(), (x[:500], y[:500]), (x[500:], y[500:]), small_train_cfg(raw_params, epochs=3), CPU)
+    assert list(rows[0]) == ["epoch", "train_loss", "test_loss", "train_error", "test_error", "seconds"]
+    assert rows[-1]["train_error"] < rows[0]["train_error"]
+    assert summary(rows)["test_accuracy"] == 1 - rows[-1]["test_error"]
+
+
+def test_dynamic_binarisation_transforms_each_training_batch(raw_params):
+    seen = []
+
+    class Spy(model.AE):
+        def loss(self, x):
+            seen.append(x)
+            return super().loss(x)
+
+    torch.manual_seed(0)
+    fit(Spy([8], 2), (torch.full((64, 784), 0.5),), (torch.rand(8, 784),), small_train_cfg(raw_params, epochs=1),
+        CPU, transform=torch.bernoulli)
+    assert set(seen[0].unique().tolist()) == {0.0, 1.0}

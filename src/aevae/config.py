@@ -31,6 +31,7 @@ def spec(accepted: str, check=lambda v: True):
 class Data:
     train_size: int = spec(f"an int from 1 to {MNIST_TRAIN_SIZE}", lambda v: 1 <= v <= MNIST_TRAIN_SIZE)
     mirrors: tuple[str, ...] = spec("a list of base URLs or folders holding the MNIST files")
+    binarize: Literal["none", "dynamic"] = spec("none or dynamic")
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,11 @@ class Train:
 
 
 @dataclass(frozen=True)
+class Classifier(Train):
+    train_size: int = spec(f"an int from 1 to {MNIST_TRAIN_SIZE}", lambda v: 1 <= v <= MNIST_TRAIN_SIZE)
+
+
+@dataclass(frozen=True)
 class VAE:
     beta: float = spec("a number >= 0", lambda v: v >= 0)
     likelihood: Literal["gaussian", "bernoulli"] = spec("gaussian or bernoulli")
@@ -60,6 +66,8 @@ class VAE:
 @dataclass(frozen=True)
 class Evaluate:
     seed: int = spec("an int >= 0", lambda v: v >= 0)
+    iw_samples: int = spec("an int >= 1", lambda v: v >= 1)
+    samples: int = spec("an int >= 2", lambda v: v >= 2)
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,7 @@ class Params:
     model: Model
     train: Train
     vae: VAE
+    classifier: Classifier
     evaluate: Evaluate
     render: Render
 

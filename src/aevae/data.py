@@ -133,3 +133,8 @@ def load(data_dir: str | Path, split: str, limit: int | None = None) -> tuple[to
                         f"expected ({len(labels)}, 28, 28) to match its labels")
     x = torch.from_numpy(images.reshape(len(images), -1).astype(np.float32) / 255.0)
     return x, torch.from_numpy(labels.astype(np.int64))
+
+
+def binarized(x: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """Each pixel 1 with its grey level as probability, else 0: one fixed draw, the same on every call."""
+    return torch.bernoulli(x, generator=torch.Generator(x.device).manual_seed(seed))
