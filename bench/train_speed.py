@@ -126,7 +126,7 @@ def main():
         article, article_test = in_child(article_loop, root, args.epochs, cfg.lr, str(device), new_vae, test_x)
 
     net = new_vae()
-    ours = [r["seconds"] for r in fit(net, train_x, test_x, cfg, device)]
+    ours = [r["seconds"] for r in fit(net, (train_x,), (test_x,), cfg, device)]
     ours_test = test_loss(net, test_x.to(device))
 
     # Steady state: the first epoch pays for warm-up (allocator, thread pool, caches).
