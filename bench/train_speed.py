@@ -143,8 +143,8 @@ def main():
         print(f"{name:<16}{s:>9.2f}{len(train_x) / s:>12,.0f}{steady(article) / s:>11.2f}x{s / bound:>9.2f}x"
               f"{test:>11.3f}")
     print(f"\nper-epoch seconds: article {[round(s, 2) for s in article]}, aevae.fit {[round(s, 2) for s in ours]}")
-    print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB (this process),"
-          f" {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024:.0f} MiB (article child)")
+    # The child's own figure is not to be had: a spawned child is first a fork, counted at the parent's size.
+    print(f"peak RSS of the trainer's process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
 
 if __name__ == "__main__":
