@@ -25,7 +25,8 @@ def test_shapes(cls):
 
 def test_vae_architecture_is_the_articles():
     net = model.VAE([512, 256], 50)
-    layers = {name: (m.in_features, m.out_features) for name, m in net.named_modules() if isinstance(m, torch.nn.Linear)}
+    linear = {name: m for name, m in net.named_modules() if isinstance(m, torch.nn.Linear)}
+    layers = {name: (m.in_features, m.out_features) for name, m in linear.items()}
     assert layers == {
         "encoder.0": (784, 512), "encoder.2": (512, 256),
         "head": (256, 100),  # the mean and log-variance heads, 50 each

@@ -66,10 +66,10 @@ def outputs(repo):
     metrics = {p.name: json.loads(p.read_text()) for p in (repo / "metrics").iterdir()}
     for m in metrics.values():
         m.pop("train_seconds", None)
-    curves = {
-        kind: [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(open(repo / f"plots/{kind}/losses.csv"))]
-        for kind in ("ae", "vae", "classifier")
-    }
+    curves = {}
+    for kind in ("ae", "vae", "classifier"):
+        with open(repo / f"plots/{kind}/losses.csv") as f:
+            curves[kind] = [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(f)]
     return hashes, figures, metrics, curves
 
 

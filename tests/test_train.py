@@ -50,7 +50,10 @@ def test_same_seed_same_numbers_and_weights(raw_params):
 
 def test_divergence_is_a_clear_error(raw_params):
     cfg = small_train_cfg(raw_params, epochs=3, batch_size=32, lr=1e6)
-    message = r"training diverged in epoch 1, step \d+ of 16: the loss became (nan|inf); try a smaller train.lr \(now 1000000.0\)"
+    message = (
+        r"training diverged in epoch 1, step \d+ of 16: the loss became (nan|inf); "
+        r"try a smaller train.lr \(now 1000000.0\)"
+    )
     with pytest.raises(UserError, match=message):
         run(cfg, torch.rand(768, 784))
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from aevae.model import AE, IMAGE_DIM, VAE, Autoencoder, Classifier, kl_divergence, recon_loss
+from aevae.model import AE, IMAGE_DIM, VAE, Autoencoder, Classifier, recon_loss
 
 # -log N(x; mu, I/2) - ||x - mu||^2: summed squared error is the NLL of a Gaussian of variance 1/2, up to this.
 GAUSSIAN_NLL_CONSTANT = 0.5 * IMAGE_DIM * math.log(math.pi)
