@@ -8,7 +8,7 @@ import yaml
 
 from conftest import needs_mnist, sh
 
-PNGS = ["samples.png", "reconstructions.png", "losses.png"]
+PNGS = ["samples.png", "reconstructions.png", "interpolations.png", "latent.png", "losses.png"]
 
 
 def ran(log):
@@ -51,6 +51,11 @@ def test_repro_then_change_vae_beta(repo):
     assert params == {"params.yaml": {"vae.beta": {"old": 1.0, "new": 4, "diff": 3.0}}}
     metrics = json.loads(sh(repo, "dvc", "metrics", "diff", "--json"))
     assert "metrics/vae.json" in metrics and "metrics/ae.json" not in metrics
+    assert not (repo / "plots/images/manifold.png").exists()
+
+    log = sh(repo, "dvc", "exp", "run", "-S", "model.z_dim=2")
+    assert ran(log) == {"train_ae", "train_vae", "evaluate", "render"}
+    assert (repo / "plots/images/manifold.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def outputs(repo):

@@ -9,7 +9,34 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from torchvision.utils import make_grid
 
+from aevae.evaluate import codes
 from aevae.files import atomic_path
+
+
+@torch.no_grad()
+def interpolate(model, a: torch.Tensor, b: torch.Tensor, steps: int) -> torch.Tensor:
+    """Decode `steps` points on the straight line between the codes (VAE: posterior means) of images a and b."""
+    za, zb = codes(model, torch.stack([a, b]))
+    t = torch.linspace(0, 1, steps)[:, None]
+    return model.decode((1 - t) * za + t * zb)
+
+
+@torch.no_grad()
+def manifold(vae, n: int) -> torch.Tensor:
+    """Kingma & Welling (2013), Fig. 4: an n x n grid on the unit square, through the inverse Gaussian CDF,
+    decoded; rows run from large z2 at the top to small at the bottom, like a plot's axes."""
+    u = torch.linspace(0, 1, n + 2)[1:-1]  # the open square: the CDF's inverse is infinite at 0 and 1
+    z1, z2 = torch.meshgrid(torch.special.ndtri(u), torch.special.ndtri(u.flip(0)), indexing="xy")
+    return vae.decode(torch.stack([z1.flatten(), z2.flatten()], 1))
+
+
+def project_2d(z: torch.Tensor) -> torch.Tensor:
+    """The codes themselves when 2-D, else their first two principal components."""
+    if z.shape[1] == 2:
+        return z
+    z = z - z.mean(0)
+    _, _, v = torch.linalg.svd(z, full_matrices=False)
+    return z @ v[:2].T
 
 
 def grid(images: torch.Tensor, nrow: int = 8) -> torch.Tensor:
@@ -35,32 +62,62 @@ def samples_figure(panels: dict[str, torch.Tensor]) -> Figure:
     return fig
 
 
-def reconstructions_figure(rows: dict[str, torch.Tensor]) -> Figure:
-    """One row of images per entry (originals first), with the entry's name at the left."""
+def rows_figure(rows: dict[str, torch.Tensor], title: str) -> Figure:
+    """One row of images per entry, with the entry's name at the left."""
     n = len(next(iter(rows.values())))
-    fig = Figure(figsize=(n * 0.6 + 1.2, len(rows) * 0.85 + 0.5))
+    fig = Figure(figsize=(n * 0.6 + 1.6, len(rows) * 0.8 + 0.6))
     axes = fig.subplots(len(rows), 1, squeeze=False)
     for ax, (name, images) in zip(axes[:, 0], rows.items()):
         ax.imshow(grid(images, nrow=n), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=11)
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle("Test images and their reconstructions", fontsize=11)
+    fig.suptitle(title, fontsize=12)
     fig.tight_layout()
     return fig
 
 
+def manifold_figure(images: torch.Tensor, n: int) -> Figure:
+    """An n x n grid of decoded images, laid out like the latent grid they came from."""
+    fig = Figure(figsize=(7.5, 8))
+    ax = fig.subplots()
+    ax.imshow(grid(images, nrow=n), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_title("VAE, z = 2: the learned manifold\n(a grid on the unit square through the Gaussian's inverse CDF)",
+                 fontsize=11)
+    ax.set(xlabel="z1: -> larger", ylabel="z2: -> larger")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+def latent_figure(panels: dict[str, tuple[torch.Tensor, torch.Tensor]], title: str, axis: str) -> Figure:
+    """Side-by-side scatters of 2-D points coloured by digit; `axis` names the coordinates (e.g. "PC")."""
+    fig = Figure(figsize=(12, 5.4), layout="constrained")
+    fig.suptitle(title, fontsize=12)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (title, (points, labels)) in zip(axes, panels.items()):
+        scatter = ax.scatter(points[:, 0], points[:, 1], c=labels, cmap="tab10", vmin=-0.5, vmax=9.5, s=3,
+                             alpha=0.6, linewidths=0, rasterized=True)
+        ax.set(title=title, xlabel=f"{axis} 1", ylabel=f"{axis} 2")
+        ax.grid(alpha=0.3)
+    fig.colorbar(scatter, ax=axes.tolist(), ticks=range(10), label="digit")
+    return fig
+
+
 def losses_figure(curves: dict[str, list[dict]]) -> Figure:
-    """Per-epoch train (dashed) and test (solid) curves: the training loss, and its reconstruction term."""
-    fig = Figure(figsize=(11, 4))
-    axes = fig.subplots(1, 2)
-    panels = [("loss", "Loss (objective) per image"), ("recon", "Reconstruction term per image")]
+    """Per-epoch train (dashed) and test (solid) curves: the objective, and its two terms apart."""
+    fig = Figure(figsize=(15, 4.2))
+    axes = fig.subplots(1, 3)
+    panels = [("loss", "Objective per image"), ("recon", "Reconstruction term per image"), ("kl", "KL term per image")]
     for ax, (column, title) in zip(axes, panels):
         for (name, rows), color in zip(curves.items(), ["tab:blue", "tab:orange"]):
+            if column == "kl" and not any(r["train_kl"] for r in rows):
+                continue  # the AE has no KL term
             epochs = [r["epoch"] for r in rows]
             ax.plot(epochs, [r[f"train_{column}"] for r in rows], "--", color=color, label=f"{name} train")
             ax.plot(epochs, [r[f"test_{column}"] for r in rows], "-o", ms=3, color=color, label=f"{name} test")
-        ax.set(title=title, xlabel="epoch", ylabel="per-image loss")
+        ax.set(title=title, xlabel="epoch", ylabel="nats" if column == "kl" else "per-image loss")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()

@@ -1,0 +1,54 @@
+"""An HTML template for `dvc plots show/diff` that draws its charts offline.
+
+DVC's own page loads Vega, Vega-Lite and Vega-Embed from a CDN, so without internet its charts
+stay blank. This template carries the three libraries inline, bundled by vl-convert-python, and
+.dvc/config points DVC at it (plots.html_template). Regenerate it after upgrading vl-convert:
+
+    python -m aevae.report
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aevae.files import write_bytes
+
+TEMPLATE = Path(__file__).resolve().parents[2] / ".dvc/plots/offline.html"
+
+# DVC fills {plot_divs}; leaving out its {scripts} placeholder keeps its CDN <script> tags out.
+PAGE = """<!DOCTYPE html>
+<html>
+<head>
+<meta charset="utf-8">
+<title>AE vs VAE on MNIST: DVC plots</title>
+<script>{bundle}</script>
+<script>
+  // SVG rather than canvas: sharp at any zoom, and the marks are in the page for tests to find.
+  const embed = window.vegaEmbed;
+  window.vegaEmbed = (el, spec, opts) => embed(el, spec, {{renderer: "svg", ...opts}});
+</script>
+<style>
+  body {{ font-family: sans-serif; margin: 1em 2em; }}
+  table {{ border-spacing: 15px; }}
+  img {{ max-width: 100%; }}
+</style>
+</head>
+<body>
+{{plot_divs}}
+</body>
+</html>
+"""
+
+
+def render_template() -> str:
+    import vl_convert  # only needed to regenerate the committed template
+
+    bundle = vl_convert.javascript_bundle()
+    if "</script" in bundle:
+        raise ValueError("the Vega bundle contains '</script' and cannot be inlined")
+    return PAGE.format(bundle=bundle)
+
+
+if __name__ == "__main__":
+    write_bytes(TEMPLATE, render_template().encode())
+    print(f"wrote {TEMPLATE}")
