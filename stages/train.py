@@ -16,7 +16,7 @@ def main():
     p = config.load()
     section = "classifier" if kind == "classifier" else "train"
     cfg = getattr(p, section)
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, f"{section}.device")
     torch.manual_seed(cfg.seed)
     if kind == "classifier":  # an instrument for evaluate, with its own params
         net, transform = model.Classifier(), None

@@ -24,9 +24,10 @@ from aevae.config import Train
 # worker threads, which copy this thread's float mode when they start: hence at import.
 torch.set_flush_denormal(True)
 
-def resolve_device(name: str) -> torch.device:
+
+def resolve_device(name: str, key: str = "train.device") -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("train.device = 'cuda' but no CUDA GPU is available here; accepted: auto or cpu")
+        raise UserError(f"{key} = 'cuda' but no CUDA GPU is available here; accepted: auto or cpu")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(name)
