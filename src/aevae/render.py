@@ -96,10 +96,10 @@ def latent_figure(panels: dict[str, tuple[torch.Tensor, torch.Tensor]], title: s
     fig = Figure(figsize=(12, 5.4), layout="constrained")
     fig.suptitle(title, fontsize=12)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
-    for ax, (title, (points, labels)) in zip(axes, panels.items()):
+    for ax, (name, (points, labels)) in zip(axes, panels.items()):
         scatter = ax.scatter(points[:, 0], points[:, 1], c=labels, cmap="tab10", vmin=-0.5, vmax=9.5, s=3,
                              alpha=0.6, linewidths=0, rasterized=True)
-        ax.set(title=title, xlabel=f"{axis} 1", ylabel=f"{axis} 2")
+        ax.set(title=name, xlabel=f"{axis} 1", ylabel=f"{axis} 2")
         ax.grid(alpha=0.3)
     fig.colorbar(scatter, ax=axes.tolist(), ticks=range(10), label="digit")
     return fig
