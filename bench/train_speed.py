@@ -64,21 +64,21 @@ def epoch_gflop(net: torch.nn.Module, n_samples: int) -> float:
     return per_sample * n_samples / 1e9
 
 
-def step_floor(net: torch.nn.Module, batch_size: int, lr: float, device: torch.device) -> tuple[float, float]:
+def step_floor(net: torch.nn.Module, cfg: config.Train, device: torch.device) -> tuple[float, float]:
     """Seconds per step of what no training loop can skip, each timed alone: the step's matmuls at the
     model's own shapes and layouts (as autograd calls them), and torch's fused AdamW update of its parameters."""
     mms = []
     for m, grad_in in layers(net):
         w, b = m.weight.detach(), m.bias.detach()
-        a = torch.rand(batch_size, m.in_features, device=device)
-        g = torch.randn(batch_size, m.out_features, device=device)
+        a = torch.rand(cfg.batch_size, m.in_features, device=device)
+        g = torch.randn(cfg.batch_size, m.out_features, device=device)
         mms += [lambda w=w, b=b, a=a: torch.addmm(b, a, w.t()), lambda g=g, a=a: g.t() @ a]
         if grad_in:
             mms.append(lambda g=g, w=w: g @ w)
     params = [p.detach().clone().requires_grad_() for p in net.parameters()]
     for p in params:
         p.grad = torch.randn_like(p) * 1e-3
-    opt = torch.optim.AdamW(params, lr=lr, fused=True)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)  # as fit's
     return seconds_per_call(lambda: [mm() for mm in mms], device), seconds_per_call(opt.step, device)
 
 
@@ -154,7 +154,7 @@ def main():
     work = epoch_gflop(new_vae(), len(train_x))
     bound = work / gflops
     steps = math.ceil(len(train_x) / cfg.batch_size)
-    mm_step, adamw_step = step_floor(new_vae(), cfg.batch_size, cfg.lr, device)
+    mm_step, adamw_step = step_floor(new_vae(), cfg, device)
     floor = steps * (mm_step + adamw_step)
 
     with tempfile.TemporaryDirectory() as root:  # torchvision wants MNIST/raw/<original names>
