@@ -30,9 +30,8 @@ from pathlib import Path
 import torch
 from torchvision import datasets, transforms
 
-# aevae.train is imported in main() only: it sets the float mode for the whole process, which
-# the article's loop, run in a child that imports this module again, must not inherit.
-from aevae import config, data, model
+from aevae import config, data, model, runtime
+from aevae.train import fit, resolve_device
 
 
 def seconds_per_call(fn, device: torch.device, seconds: float = 2.0) -> float:
@@ -82,8 +81,10 @@ def step_floor(net: torch.nn.Module, cfg: config.Train, device: torch.device) ->
     return seconds_per_call(lambda: [mm() for mm in mms], device), seconds_per_call(opt.step, device)
 
 
-def article_loop(root: str, n: int, epochs: int, lr: float, device: str, new_vae, test_x) -> tuple[list[float], float]:
-    """The article's training loop on the first n images, kept as it is: seconds per epoch, and the test loss."""
+def article_loop(root: str, n: int, epochs: int, lr: float, device: str, new_vae, test_x, threads: int):
+    """The article's training loop on the first n images, kept as it is (with the pipeline's thread count):
+    seconds per epoch, and the test loss."""
+    torch.set_num_threads(threads)
     net = new_vae()
     mnist = datasets.MNIST(root=root, train=True, transform=transforms.ToTensor(), download=False)
     train = torch.utils.data.Subset(mnist, range(n))
@@ -130,13 +131,10 @@ class NewVAE:
 
     def __call__(self):
         torch.manual_seed(self.p.train.seed)
-        m = self.p.model
-        return model.VAE(m.hidden_dims, m.z_dim, self.p.vae.beta, self.p.vae.likelihood).to(self.device)
+        return model.build("vae", self.p).to(self.device)
 
 
 def main():
-    from aevae.train import fit, resolve_device  # first thing: see the note at the imports
-
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--train-size", type=int, default=60000, help="train on the first N images")
@@ -144,6 +142,7 @@ def main():
     ap.add_argument("--data", default="data/mnist", help="folder with the four uncompressed IDX files")
     args = ap.parse_args()
     p = config.load()
+    runtime.setup(p.threads)  # as every stage does; the article's loop, in a fresh child, keeps torch's defaults
     device = resolve_device(args.device)
     cfg = dataclasses.replace(p.train, epochs=args.epochs)
     train_x, _ = data.load(args.data, "train", args.train_size)
@@ -163,11 +162,11 @@ def main():
         for f in Path(args.data).iterdir():
             os.symlink(f.resolve(), raw / f.name)
         article, article_test = in_child(
-            article_loop, root, len(train_x), args.epochs, cfg.lr, str(device), new_vae, test_x
+            article_loop, root, len(train_x), args.epochs, cfg.lr, str(device), new_vae, test_x, p.threads
         )
 
     net = new_vae()
-    ours = [r["seconds"] for r in fit(net, (train_x,), (test_x,), cfg, device)]
+    _, ours = fit(net, (train_x,), (test_x,), cfg, device)
     ours_test = test_loss(net, test_x.to(device))
 
     print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads,"

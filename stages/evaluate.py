@@ -1,29 +1,32 @@
-"""evaluate: both autoencoders on the 10,000 test images, into metrics/evaluate.json (see README, Metrics)."""
+"""evaluate@KIND: `python stages/evaluate.py KIND` scores one autoencoder on the 10,000 test images
+into metrics/KIND/evaluate.json (README, Metrics)."""
+
+import sys
 
 import torch
 
-from aevae import config, data, model, run_stage
-from aevae.evaluate import classify, frechet_distance, model_metrics
+from aevae import UserError, classifier, config, data, model, run_stage, runtime
+from aevae.evaluate import model_metrics
 from aevae.files import write_json
 
 
 def main():
+    kind = sys.argv[1] if len(sys.argv) == 2 else None
+    if kind not in model.KINDS:
+        raise UserError(f"usage: evaluate.py KIND, with KIND one of {', '.join(model.KINDS)}")
     p = config.load()
+    runtime.setup(p.threads)
     train_x, train_y = data.load("data/mnist", "train")
     test_x, test_y = data.load("data/mnist", "test")
-    classifier = model.load("models/classifier.pt")
-    reference, _ = classify(classifier, test_x)
+    scorer = classifier.load("models/classifier.pt")
+    net = model.load(f"models/{kind}.pt")
+    reference, _ = classifier.classify(scorer, test_x)
 
-    # The autoencoders are scored on what they were trained on: a fixed binarisation, if any.
-    seen = data.binarized if p.data.binarize == "dynamic" else (lambda x: x)
-    inputs = (seen(train_x), train_y, seen(test_x), test_y)
+    # The autoencoder is scored on what it was trained on: a fixed binarisation, if any.
+    inputs = (data.seen(train_x, p.data.binarize), train_y, data.seen(test_x, p.data.binarize), test_y)
     torch.manual_seed(p.evaluate.seed)  # the VAE's z samples
-    out = {kind: model_metrics(model.load(f"models/{kind}.pt"), classifier, reference, inputs, p.evaluate)
-           for kind in ("ae", "vae")}
-    # The floor: real images that are not the test set, as far from it as samples could hope to be.
-    out["train_set"] = {"frechet": frechet_distance(classify(classifier, train_x[: len(test_x)])[0], reference)}
-    out["iw_samples"] = p.evaluate.iw_samples
-    write_json("metrics/evaluate.json", out)
+    metrics = model_metrics(net, scorer, reference, inputs, p.evaluate)
+    write_json(f"metrics/{kind}/evaluate.json", metrics)
 
 
 if __name__ == "__main__":

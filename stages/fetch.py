@@ -2,13 +2,13 @@
 
 import os
 
-from aevae import config, data, run_stage
+from aevae import config, download, run_stage
 
 
 def main():
     p = config.load()
     mirror = os.environ.get("MNIST_MIRROR")
-    data.fetch(([mirror] if mirror else []) + list(p.data.mirrors), "data/mnist")
+    download.fetch(([mirror] if mirror else []) + list(p.data.mirrors), "data/mnist")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
-"""render: sample grids, reconstructions, interpolations, the latent space and loss curves into plots/images/."""
+"""render: sample grids, reconstructions, interpolations, the latent space and loss curves of every
+autoencoder (aevae.model.KINDS) into plots/images/, side by side."""
 
 import torch
 
-from aevae import config, data, model, run_stage
-from aevae.evaluate import codes, reconstruct, sample
+from aevae import config, data, model, run_stage, runtime
 from aevae.files import atomic_path, read_csv
 from aevae.render import (
     interpolate,
@@ -22,42 +22,43 @@ PAIRS = [(0, 6), (1, 7), (2, 5), (3, 8), (4, 9)]  # digits to walk between, firs
 
 def main():
     p = config.load()
+    runtime.setup(p.threads)
+    torch.set_grad_enabled(False)
     test_x, test_y = data.load("data/mnist", "test")
-    ae, vae = model.load("models/ae.pt"), model.load("models/vae.pt")
+    test_x = data.seen(test_x, p.data.binarize)  # what the models were trained on
+    models = {kind.upper(): model.load(f"models/{kind}.pt") for kind in model.KINDS}
     gen = torch.Generator().manual_seed(p.render.seed)
-    torch.manual_seed(p.render.seed)  # the VAE's z samples in its reconstructions
+    torch.manual_seed(p.render.seed)  # a VAE's z samples in its reconstructions
 
     # Two of each digit, the first ones in the test set, so every class shows.
     picks = torch.cat([(test_y == d).nonzero()[:2, 0] for d in range(10)])
     originals = test_x[picks]
     first = {d: test_x[(test_y == d).nonzero()[0, 0]] for d in range(10)}
-    walks = {}
-    for a, b in PAIRS:
-        walks |= {f"AE {a}→{b}": interpolate(ae, first[a], first[b], 12),
-                  f"VAE {a}→{b}": interpolate(vae, first[a], first[b], 12)}
-    ae_z, vae_z = codes(ae, test_x), codes(vae, test_x)
-    axis = "z" if vae.z_dim == 2 else "PC"
+    walks = {f"{name} {a}→{b}": interpolate(net, first[a], first[b], 12) for a, b in PAIRS for name, net in models.items()}
+    codes = {name: net.code(test_x) for name, net in models.items()}
+    z_dim = next(iter(models.values())).z_dim  # model.z_dim: the same for every model
+    axis = "z" if z_dim == 2 else "PC"
     figures = {
-        "samples.png": samples_figure({
-            "AE: z ~ Gaussian fitted to test codes": sample(ae, 64, gen, fitted_to=ae_z),
-            "VAE: z ~ N(0, I)": sample(vae, 64, gen),
-        }),
+        "samples.png": samples_figure(
+            {f"{name}: {net.prior_name}": net.sample(64, gen, codes[name]) for name, net in models.items()}
+        ),
         "reconstructions.png": rows_figure(
-            {"original": originals, "AE": reconstruct(ae, originals), "VAE": reconstruct(vae, originals)},
+            {"original": originals} | {name: net.reconstruct(originals) for name, net in models.items()},
             "Test images and their reconstructions",
         ),
         "interpolations.png": rows_figure(walks, "Decoded along straight lines between two test images' codes"),
         "latent.png": latent_figure(
-            {"AE: codes": (project_2d(ae_z), test_y), "VAE: posterior means": (project_2d(vae_z), test_y)},
+            {f"{name}: {net.code_name}": (project_2d(codes[name]), test_y) for name, net in models.items()},
             "The test set in latent space" + ("" if axis == "z" else ": the first two principal components"),
             axis,
         ),
-        "losses.png": losses_figure({"AE": read_csv("plots/ae/losses.csv"), "VAE": read_csv("plots/vae/losses.csv")}),
+        "losses.png": losses_figure({name: read_csv(f"plots/{name.lower()}/losses.csv") for name in models}),
     }
-    if vae.z_dim == 2:
-        figures["manifold.png"] = manifold_figure(manifold(vae, 20), 20)
-    else:
-        print(f"render: manifold.png skipped: it needs model.z_dim = 2 (this VAE has {vae.z_dim})")
+    for name, net in models.items():
+        if net.density and z_dim == 2:  # a grid through the N(0, I) prior
+            figures["manifold.png"] = manifold_figure(manifold(net, 20), 20, name)
+    if z_dim != 2:
+        print(f"render: manifold.png skipped: it needs model.z_dim = 2 (here {z_dim})")
     with atomic_path("plots/images", directory=True) as tmp:
         for name, fig in figures.items():
             save(fig, tmp / name)

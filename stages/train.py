@@ -1,42 +1,37 @@
-"""train_ae / train_vae: `python stages/train.py ae|vae` trains one model and writes its model, curves and metrics."""
+"""train_ae / train_vae: `python stages/train.py KIND` trains one autoencoder (aevae.model.KINDS) and
+writes its model, its curves and its metrics; its training time goes to a file no stage reads."""
 
 import sys
 
 import torch
 
-from aevae import UserError, config, data, model, run_stage
+from aevae import UserError, config, data, model, run_stage, runtime
 from aevae.files import write_csv, write_json
-from aevae.train import fit, resolve_device, summary
+from aevae.train import Diverged, fit, resolve_device, summary
 
 
 def main():
     kind = sys.argv[1] if len(sys.argv) == 2 else None
-    if kind not in model.MODELS:
-        raise UserError(f"usage: train.py MODEL, with MODEL one of {', '.join(model.MODELS)}")
+    if kind not in model.KINDS:
+        raise UserError(f"usage: train.py KIND, with KIND one of {', '.join(model.KINDS)}")
     p = config.load()
-    section = "classifier" if kind == "classifier" else "train"
-    cfg = getattr(p, section)
-    device = resolve_device(cfg.device, f"{section}.device")
-    torch.manual_seed(cfg.seed)
-    if kind == "classifier":  # an instrument for evaluate, with its own params
-        net, transform = model.Classifier(), None
-        train, test = data.load("data/mnist", "train", cfg.train_size), data.load("data/mnist", "test")
-    else:  # the autoencoders learn from images alone
-        train, test = data.load("data/mnist", "train", p.data.train_size)[:1], data.load("data/mnist", "test")[:1]
-        if p.data.binarize == "dynamic":
-            transform, test = torch.bernoulli, (data.binarized(test[0]),)
-        else:
-            transform = None
-        if kind == "ae":
-            net = model.AE(p.model.hidden_dims, p.model.z_dim)
-        else:
-            net = model.VAE(p.model.hidden_dims, p.model.z_dim, p.vae.beta, p.vae.likelihood)
-    rows = fit(net, train, test, cfg, device, transform, section)
+    runtime.setup(p.threads)
+    device = resolve_device(p.train.device, "train.device")
+    train_x, _ = data.load("data/mnist", "train", p.data.train_size)  # images alone
+    test_x, _ = data.load("data/mnist", "test")
+    torch.manual_seed(p.train.seed)
+    net = model.build(kind, p)
+    try:
+        rows, seconds = fit(net, (train_x,), (data.seen(test_x, p.data.binarize),), p.train, device,
+                            data.transform(p.data.binarize))
+    except Diverged as e:
+        raise UserError(f"{e}; try a smaller train.lr (now {p.train.lr})") from None
 
-    # Only now, all three: a run that fails or is killed leaves the previous outputs as they were.
+    # Only now, all of them: a run that fails or is killed leaves the previous outputs as they were.
     model.save(net, f"models/{kind}.pt")
     write_csv(f"plots/{kind}/losses.csv", rows)
-    write_json(f"metrics/{kind}.json", summary(rows))
+    write_json(f"metrics/{kind}/train.json", summary(rows))
+    write_json(f"metrics/{kind}/time.json", {"train_seconds": round(sum(seconds), 2)})
 
 
 if __name__ == "__main__":

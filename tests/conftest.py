@@ -1,20 +1,18 @@
 import copy
-import os
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-# Real MNIST for the tests about real data: $MNIST_MIRROR if it is a folder, else the shared copy beside the repo.
-MNIST = Path(os.environ.get("MNIST_MIRROR") or ROOT.parent / "shared/data/mnist")
-needs_mnist = pytest.mark.skipif(
-    not (MNIST / "train-images-idx3-ubyte.gz").exists() and not (MNIST / "train-images-idx3-ubyte").exists(),
-    reason=f"real MNIST not found at {MNIST} (set MNIST_MIRROR to a folder holding the four IDX files)",
-)
+from helpers import ROOT, sh, write_params
+
+# Small enough for a test, big enough for every metric to mean something.
+TINY = {
+    "data": {"train_size": 1000},
+    "train": {"epochs": 1},
+    "classifier": {"train_size": 2000, "epochs": 1},
+    "evaluate": {"iw_samples": 10, "samples": 1000},
+}
 
 
 @pytest.fixture
@@ -23,42 +21,50 @@ def raw_params():
     return copy.deepcopy(yaml.safe_load((ROOT / "params.yaml").read_text()))
 
 
-@pytest.fixture
-def repo(tmp_path, raw_params):
-    """A throwaway git + DVC copy of this repository's pipeline with a tiny config, committed, not run."""
-    repo = tmp_path / "repo"
-    repo.mkdir()
+def make_repo(path, raw_params):
+    """A git + DVC copy of this repository's pipeline with the tiny config, committed, not run."""
+    path.mkdir()
     for name in ["dvc.yaml", "stages", "src", ".gitignore", ".dvcignore"]:
         if (ROOT / name).is_dir():
-            shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copytree(ROOT / name, path / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
-            shutil.copy(ROOT / name, repo / name)
-    raw_params["data"]["train_size"] = 1000
-    raw_params["train"]["epochs"] = 1
-    raw_params["classifier"].update(train_size=2000, epochs=1)
-    raw_params["evaluate"].update(iw_samples=10, samples=1000)
-    (repo / "params.yaml").write_text(yaml.safe_dump(raw_params, sort_keys=False))
-    sh(repo, "git", "init", "-q")
-    sh(repo, "dvc", "init", "-q")
-    sh(repo, "git", "add", "-A")
-    sh(repo, "git", "commit", "-qm", "pipeline")
-    return repo
+            shutil.copy(ROOT / name, path / name)
+    for section, values in TINY.items():
+        raw_params[section].update(values)
+    write_params(path, raw_params)
+    sh(path, "git", "init", "-q")
+    sh(path, "dvc", "init", "-q")
+    sh(path, "git", "add", "-A")
+    sh(path, "git", "commit", "-qm", "pipeline")
+    return path
 
 
-def env(repo: Path) -> dict:
-    return dict(
-        os.environ,
-        PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],
-        PYTHONPATH=str(repo / "src"),  # the copy's code, not the installed checkout's
-        MNIST_MIRROR=str(MNIST),
-        DVC_NO_ANALYTICS="1",
-        GIT_AUTHOR_NAME="test", GIT_AUTHOR_EMAIL="test@example.com",
-        GIT_COMMITTER_NAME="test", GIT_COMMITTER_EMAIL="test@example.com",
-    )
+@pytest.fixture
+def repo(tmp_path, raw_params):
+    """A throwaway repository with the tiny config, committed, not run."""
+    return make_repo(tmp_path / "repo", raw_params)
 
 
-def sh(repo: Path, *args) -> str:
-    """Run a command in repo; fail the test with its output unless it succeeds."""
-    run = subprocess.run(args, cwd=repo, env=env(repo), capture_output=True, text=True)
-    assert run.returncode == 0, f"{' '.join(map(str, args))} failed:\n{run.stdout}\n{run.stderr}"
-    return run.stdout
+@pytest.fixture(scope="session")
+def _ran(tmp_path_factory):
+    """The tiny pipeline run once per test session (`dvc repro`, then committed), and its log."""
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    path = make_repo(tmp_path_factory.mktemp("ran") / "repo", raw)
+    log = sh(path, "dvc", "repro")
+    sh(path, "git", "add", "-A")
+    sh(path, "git", "commit", "-qm", "run")
+    return path, log
+
+
+@pytest.fixture
+def ran_repo(_ran, tmp_path):
+    """A copy of the session's run repository, for a test to change at will."""
+    path = tmp_path / "repo"
+    shutil.copytree(_ran[0], path, symlinks=True)
+    return path
+
+
+@pytest.fixture
+def ran_log(_ran):
+    """What the session's `dvc repro` printed."""
+    return _ran[1]

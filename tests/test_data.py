@@ -8,13 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from aevae import UserError, data
-from conftest import MNIST, needs_mnist
-
-
-def idx_bytes(array: np.ndarray) -> bytes:
-    header = bytes([0, 0, 0x08, array.ndim]) + np.array(array.shape, ">i4").tobytes()
-    return header + array.astype(np.uint8).tobytes()
+from aevae import DataError, UserError, data, download
+from helpers import MNIST, idx_bytes, needs_mnist
 
 
 @pytest.fixture
@@ -55,13 +50,13 @@ def test_parse_idx_reads_shape_and_values():
     ],
 )
 def test_parse_idx_rejects_what_is_not_idx(raw, message):
-    with pytest.raises(Exception, match=message):
+    with pytest.raises(DataError, match=message):
         data.parse_idx(raw)
 
 
 def test_fetch_from_folder_gz_and_plain_then_load(tmp_path, small_mnist):
     folder, sha, arrays = small_mnist
-    data.fetch([str(folder)], tmp_path / "out", sha)
+    download.fetch([str(folder)], tmp_path / "out", sha)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(sha)
     x, y = data.load(tmp_path / "out", "test")
     assert x.shape == (3, 784) and x.dtype == torch.float32
@@ -72,7 +67,7 @@ def test_fetch_from_folder_gz_and_plain_then_load(tmp_path, small_mnist):
 
 def test_fetch_takes_each_file_from_the_first_source_that_has_it(tmp_path, small_mnist, capsys):
     folder, sha, _ = small_mnist
-    data.fetch([str(tmp_path / "missing"), str(folder)], tmp_path / "out", sha)
+    download.fetch([str(tmp_path / "missing"), str(folder)], tmp_path / "out", sha)
     assert f"<- {folder}/t10k-images-idx3-ubyte" in capsys.readouterr().out
 
 
@@ -83,7 +78,7 @@ def test_fetch_over_http(tmp_path, small_mnist):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        data.fetch([f"http://127.0.0.1:{server.server_port}/"], tmp_path / "out", sha)
+        download.fetch([f"http://127.0.0.1:{server.server_port}/"], tmp_path / "out", sha)
     finally:
         server.shutdown()
     assert len(list((tmp_path / "out").iterdir())) == 4
@@ -102,22 +97,23 @@ def test_a_bad_file_fails_naming_every_source_and_leaves_no_output(tmp_path, sma
     gz = folder / "train-images-idx3-ubyte.gz"
     gz.write_bytes(damage(gz.read_bytes()))
     with pytest.raises(UserError) as e:
-        data.fetch([str(tmp_path / "nowhere"), str(folder)], tmp_path / "data" / "mnist", sha)
+        download.fetch([str(tmp_path / "nowhere"), str(folder)], tmp_path / "data" / "mnist", sha)
     text = str(e.value)
     assert text.startswith("fetch: no source gave a valid train-images-idx3-ubyte; tried ")
     assert f"{tmp_path}/nowhere/train-images-idx3-ubyte[.gz]: not found" in text
     assert f"{gz}: {message}" in text
     assert f"{folder}/train-images-idx3-ubyte: not found" in text
+    assert text.endswith("; offline? set MNIST_MIRROR to a folder (or base URL) holding the four MNIST files, .gz or not")
     assert list((tmp_path / "data").iterdir()) == []  # not even a partial folder
 
 
 def test_a_failed_fetch_keeps_the_previous_output(tmp_path, small_mnist):
     folder, sha, _ = small_mnist
-    data.fetch([str(folder)], tmp_path / "out", sha)
+    download.fetch([str(folder)], tmp_path / "out", sha)
     before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
     (folder / "t10k-labels-idx1-ubyte").unlink()
     with pytest.raises(UserError, match="t10k-labels-idx1-ubyte"):
-        data.fetch([str(folder)], tmp_path / "out", sha)
+        download.fetch([str(folder)], tmp_path / "out", sha)
     assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == before
 
 
@@ -125,22 +121,31 @@ def test_load_names_a_missing_or_damaged_file(tmp_path, small_mnist):
     folder, sha, _ = small_mnist
     with pytest.raises(UserError, match="train-images-idx3-ubyte: not found; run the fetch stage"):
         data.load(tmp_path, "train")
-    data.fetch([str(folder)], tmp_path / "out", sha)
+    download.fetch([str(folder)], tmp_path / "out", sha)
     images = tmp_path / "out" / "t10k-images-idx3-ubyte"
     images.write_bytes(images.read_bytes()[:-5])
-    with pytest.raises(UserError, match="t10k-images-idx3-ubyte: IDX shape"):
+    with pytest.raises(DataError, match="t10k-images-idx3-ubyte: IDX shape .*; restore the fetched files with 'dvc"):
         data.load(tmp_path / "out", "test")
     images.write_bytes(idx_bytes(np.zeros((3, 14, 56))))
-    with pytest.raises(UserError, match=r"t10k-images-idx3-ubyte: shape \(3, 14, 56\), expected \(3, 28, 28\)"):
+    with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte: shape \(3, 14, 56\), expected \(3, 28, 28\)"):
         data.load(tmp_path / "out", "test")
 
 
 @needs_mnist
 def test_real_mnist_fetches_verified_and_loads(tmp_path):
-    data.fetch([str(MNIST)], tmp_path / "mnist")
+    download.fetch([str(MNIST)], tmp_path / "mnist")
     x, y = data.load(tmp_path / "mnist", "train")
     assert x.shape == (60000, 784) and y.shape == (60000,)
     assert 0.0 == x.min() and x.max() == 1.0
     assert torch.bincount(y).tolist()[:2] == [5923, 6742]  # the published class counts of digits 0 and 1
     x, y = data.load(tmp_path / "mnist", "test")
     assert x.shape == (10000, 784) and y[:3].tolist() == [7, 2, 1]
+
+
+def test_binarised_input_is_one_fixed_draw_and_training_draws_anew():
+    x = torch.full((4, 784), 0.5)
+    assert data.seen(x, "none") is x and data.transform("none") is None
+    seen = data.seen(x, "dynamic")
+    assert set(seen.unique().tolist()) == {0.0, 1.0} and torch.equal(seen, data.seen(x, "dynamic"))
+    draw = data.transform("dynamic")
+    assert not torch.equal(draw(x), draw(x))

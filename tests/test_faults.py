@@ -1,7 +1,8 @@
-"""Failures lose nothing: killed or failing stages, a killed `dvc repro`, experiments in parallel."""
+"""Failures lose nothing: killed or failing stages, mistakes in params, a killed `dvc repro`, experiments in parallel."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -10,13 +11,10 @@ import time
 import numpy as np
 import pytest
 import torch
-import yaml
 
-from conftest import ROOT, env, needs_mnist, sh
-from test_data import idx_bytes
-from test_pipeline import ran
+from helpers import ROOT, env, fails, idx_bytes, needs_mnist, ran, read_params, sh, snapshot, write_params
 
-OUTPUTS = ["models/vae.pt", "plots/vae/losses.csv", "metrics/vae.json"]
+OUTPUTS = ["models/vae.pt", "plots/vae/losses.csv", "metrics/vae/train.json", "metrics/vae/time.json"]
 
 
 @pytest.fixture
@@ -35,26 +33,25 @@ def workdir(tmp_path, raw_params):
     return tmp_path
 
 
-def write_params(folder, raw):
-    (folder / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-
-
 def train(folder, wait=True):
     cmd = [sys.executable, str(ROOT / "stages/train.py"), "vae"]
     e = dict(os.environ, PYTHONPATH=str(ROOT / "src"), PYTHONUNBUFFERED="1")
     if wait:
         return subprocess.run(cmd, cwd=folder, env=e, capture_output=True, text=True)
-    return subprocess.Popen(cmd, cwd=folder, env=e, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    return subprocess.Popen(cmd, cwd=folder, env=e, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            start_new_session=True)
 
 
-def snapshot(folder):
-    """Every file under the output folders, by path: stray temporaries show up too."""
-    return {
-        str(p.relative_to(folder)): p.read_bytes()
-        for top in ("models", "plots", "metrics")
-        for p in sorted((folder / top).rglob("*"))
-        if p.is_file()
-    }
+def kill_after(proc, pattern: str):
+    """SIGKILL proc (and its process group) once a line of its output matches; fail if it ended first."""
+    for line in proc.stdout:
+        if re.search(pattern, line):
+            break
+    else:
+        pytest.fail(f"the process ended (exit {proc.wait()}) before printing {pattern!r}")
+    assert proc.poll() is None, "the process ended before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
 
 
 def test_a_stage_killed_mid_epoch_leaves_the_previous_outputs(workdir, raw_params):
@@ -65,10 +62,7 @@ def test_a_stage_killed_mid_epoch_leaves_the_previous_outputs(workdir, raw_param
     raw_params["train"].update(epochs=50, seed=1)
     write_params(workdir, raw_params)
     proc = train(workdir, wait=False)
-    assert "VAE epoch 1/50" in proc.stdout.readline()  # one epoch done, the next under way
-    time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_after(proc, r"^VAE epoch 1/50")  # one epoch done, the next under way
     assert snapshot(workdir) == before
 
     raw_params["train"].update(epochs=2)
@@ -101,61 +95,67 @@ def test_cuda_without_a_gpu_exits_2_and_writes_nothing(workdir, raw_params):
 
 
 @needs_mnist
-def test_a_killed_dvc_repro_keeps_the_lock_and_checkout_restores_everything(repo):
-    sh(repo, "dvc", "repro")
-    sh(repo, "git", "add", "-A")
-    sh(repo, "git", "commit", "-qm", "run")
-    lock = (repo / "dvc.lock").read_bytes()
-    before = snapshot(repo)
+def test_mistakes_on_an_uncommitted_run_lose_nothing(ran_repo):
+    params = read_params(ran_repo)
+    params["vae"]["beta"] = 2.0
+    write_params(ran_repo, params)
+    assert ran(sh(ran_repo, "dvc", "repro")) == {"train_vae", "evaluate@vae", "render"}  # a run not committed
+    before = snapshot(ran_repo)
 
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["train"]["epochs"] = 50  # train_ae runs first, and long
-    write_params(repo, params)
-    proc = subprocess.Popen(
-        ["dvc", "repro"], cwd=repo, env=dict(env(repo), PYTHONUNBUFFERED="1"),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-    )
-    for line in proc.stdout:  # let training get under way, then kill dvc and the stage with it
-        if "AE epoch 1/50" in line:
-            break
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    typo = read_params(ran_repo)
+    typo["vae"]["betta"] = typo["vae"].pop("beta")
+    write_params(ran_repo, typo)
+    error = fails(ran_repo, "dvc", "repro")
+    assert "error: params.yaml: unknown key 'vae.betta'; did you mean 'vae.beta'?" in error
+    assert snapshot(ran_repo) == before
 
-    assert (repo / "dvc.lock").read_bytes() == lock
-    left = snapshot(repo)
-    assert set(left) <= set(before), "a partial or temporary file was left behind"
-    assert all(left[p] == before[p] for p in left)  # what is there is the last good run's
+    for change in ("train.epochs=0", "train.lr=1e6"):  # rejected by the params check; diverges in training
+        write_params(ran_repo, params)  # `dvc exp run -S` leaves its change in params.yaml
+        error = fails(ran_repo, "dvc", "exp", "run", "-S", change)
+        assert ("train.epochs = 0 is not accepted" if "epochs" in change else "training diverged") in error
+        assert snapshot(ran_repo) == before
 
-    sh(repo, "git", "checkout", "--", "params.yaml", "metrics", "plots")
-    sh(repo, "dvc", "checkout")
-    assert snapshot(repo) == before
-    assert "Data and pipelines are up to date" in sh(repo, "dvc", "status")
-
-    params["train"]["epochs"] = 2  # the change again, short enough to finish
-    write_params(repo, params)
-    assert ran(sh(repo, "dvc", "repro")) == {"train_ae", "train_vae", "evaluate", "render"}
+    write_params(ran_repo, params)  # the mistake undone: the run is as it was, nothing to redo
+    assert "Data and pipelines are up to date" in sh(ran_repo, "dvc", "status")
 
 
 @needs_mnist
-def test_queued_experiments_run_in_parallel(repo):
-    sh(repo, "dvc", "repro")
-    sh(repo, "git", "add", "-A")
-    sh(repo, "git", "commit", "-qm", "run")
-    sh(repo, "dvc", "exp", "run", "--queue", "-S", "vae.beta=2", "-n", "beta2")
-    sh(repo, "dvc", "exp", "run", "--queue", "-S", "model.z_dim=8", "-n", "z8")
-    # One thread each: two jobs on two cores, each spinning two OpenMP threads, would crawl.
-    one_thread = dict(env(repo), OMP_NUM_THREADS="1")
-    subprocess.run(["dvc", "queue", "start", "-j", "2"], cwd=repo, env=one_thread, check=True, capture_output=True)
+def test_a_killed_dvc_repro_keeps_every_output_and_the_lock(ran_repo):
+    before = snapshot(ran_repo)
+    params = read_params(ran_repo)
+    params["train"]["epochs"] = 50  # train_ae runs first, and long
+    write_params(ran_repo, params)
+    proc = subprocess.Popen(
+        ["dvc", "repro"], cwd=ran_repo, env=env(ran_repo),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+    kill_after(proc, r"(^|\r)AE epoch 1/50: train")  # training under way: kill dvc and the stage with it
+
+    assert snapshot(ran_repo) == before  # no partial file, nothing deleted, the lock as it was
+    sh(ran_repo, "git", "checkout", "--", "params.yaml")
+    assert "Data and pipelines are up to date" in sh(ran_repo, "dvc", "status")
+
+    params["train"]["epochs"] = 2  # the change again, short enough to finish
+    write_params(ran_repo, params)
+    assert ran(sh(ran_repo, "dvc", "repro")) == {"train_ae", "train_vae", "evaluate@ae", "evaluate@vae", "render"}
+
+
+@needs_mnist
+def test_queued_experiments_run_in_parallel(ran_repo):
+    sh(ran_repo, "dvc", "exp", "run", "--queue", "-S", "vae.beta=2", "-n", "beta2")
+    sh(ran_repo, "dvc", "exp", "run", "--queue", "-S", "model.z_dim=8", "-n", "z8")
+    # No thread settings needed: each stage runs `threads` (1) torch threads.
+    sh(ran_repo, "dvc", "queue", "start", "-j", "2")
     deadline = time.time() + 300
     while time.time() < deadline:
-        status = sh(repo, "dvc", "queue", "status")
+        status = sh(ran_repo, "dvc", "queue", "status")
         if "Running" not in status and "Queued" not in status:
             break
         time.sleep(2)
-    logs = [sh(repo, "dvc", "queue", "logs", name) for name in ("beta2", "z8")] if "Failed" in status else []
+    logs = [sh(ran_repo, "dvc", "queue", "logs", name) for name in ("beta2", "z8")] if "Failed" in status else []
     assert "Failed" not in status, status + "".join(logs)
 
-    shown = json.loads(sh(repo, "dvc", "exp", "show", "--json"))
+    shown = json.loads(sh(ran_repo, "dvc", "exp", "show", "--json"))
     exps = {
         e["name"]: e["revs"][0]["data"]
         for baseline in shown
@@ -164,6 +164,6 @@ def test_queued_experiments_run_in_parallel(repo):
     assert set(exps) == {"beta2", "z8"}
     assert exps["beta2"]["params"]["params.yaml"]["data"]["vae"]["beta"] == 2
     assert exps["z8"]["params"]["params.yaml"]["data"]["model"]["z_dim"] == 8
-    vae = {name: e["metrics"]["metrics/vae.json"]["data"] for name, e in exps.items()}
+    vae = {name: e["metrics"]["metrics/vae/train.json"]["data"] for name, e in exps.items()}
     assert vae["beta2"]["test_loss"] != vae["z8"]["test_loss"]  # each kept its own results
     assert all(v["epochs"] == 1 for v in vae.values())

@@ -1,87 +1,96 @@
 """The real `dvc repro` on real MNIST, in a throwaway copy of this repository, with a tiny config."""
 
-import csv
 import json
+import shutil
 
 import pytest
 import yaml
 
-from conftest import needs_mnist, sh
+from helpers import OUTPUT_DIRS, needs_mnist, ran, sh
 
 PNGS = ["samples.png", "reconstructions.png", "interpolations.png", "latent.png", "losses.png"]
 
 
-def ran(log):
-    return {line.split("'")[1] for line in log.splitlines() if line.startswith("Running stage")}
+@needs_mnist
+def test_repro_runs_every_stage_and_writes_every_output(ran_repo, ran_log):
+    assert ran(ran_log) == {"fetch", "train_ae", "train_vae", "train_classifier", "evaluate@ae", "evaluate@vae", "render"}
+    for name in PNGS:
+        png = (ran_repo / "plots/images" / name).read_bytes()
+        assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000, name
+
+    (shown,) = [rev["data"] for rev in json.loads(sh(ran_repo, "dvc", "metrics", "show", "--json")).values()]
+    metric = {path.removeprefix("metrics/").removesuffix(".json"): m["data"] for path, m in shown.items()}
+    assert set(metric) == {f"{kind}/{what}" for kind in ("ae", "vae", "classifier") for what in ("train", "time")} | {
+        "ae/evaluate", "vae/evaluate"}
+    assert metric["ae/train"]["epochs"] == metric["vae/train"]["epochs"] == 1
+    assert metric["ae/train"]["train_kl"] == 0 < metric["vae/train"]["test_kl"]
+    assert all(m["train_seconds"] > 0 for name, m in metric.items() if name.endswith("/time"))
+    ae, vae = metric["ae/evaluate"], metric["vae/evaluate"]
+    common = {"mse", "bce", "loss", "active_units", "probe_accuracy", "frechet_samples", "confident_samples",
+              "frechet_reconstructions", "classifier_accuracy_reconstructions"}
+    assert set(ae) == common
+    assert set(vae) == common | {"kl", "nelbo_gaussian", "nll_is_gaussian", "iw_samples"} and vae["iw_samples"] == 10
+    assert vae["loss"] == pytest.approx(vae["mse"] + vae["kl"])
+    assert vae["nll_is_gaussian"] < vae["nelbo_gaussian"]
+    scorer = metric["classifier/train"]
+    assert 0 < scorer["frechet_train_set"] < vae["frechet_samples"]
+    assert scorer["test_accuracy"] > 0.5  # 2000 images, 1 epoch; chance is 0.1
+    losses = (ran_repo / "plots/vae/losses.csv").read_text().splitlines()
+    assert losses[0] == "epoch,train_loss,test_loss,train_recon,test_recon,train_kl,test_kl"
+    assert len(losses) == 2
 
 
 @needs_mnist
-def test_repro_then_change_vae_beta(repo):
-    log = sh(repo, "dvc", "repro")
-    assert ran(log) == {"fetch", "train_ae", "train_vae", "train_classifier", "evaluate", "render"}
-    for name in PNGS:
-        png = (repo / "plots/images" / name).read_bytes()
-        assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000, name
-
-    (shown,) = [rev["data"] for rev in json.loads(sh(repo, "dvc", "metrics", "show", "--json")).values()]
-    ae, vae = shown["metrics/ae.json"]["data"], shown["metrics/vae.json"]["data"]
-    evaluate = shown["metrics/evaluate.json"]["data"]
-    assert ae["epochs"] == vae["epochs"] == 1
-    assert ae["train_kl"] == 0 < vae["test_kl"]
-    assert set(evaluate) == {"ae", "vae", "train_set", "iw_samples"} and evaluate["iw_samples"] == 10
-    common = {"mse", "bce", "loss", "active_units", "probe_accuracy", "frechet_samples", "confident_samples",
-              "frechet_reconstructions", "classifier_accuracy_reconstructions"}
-    assert set(evaluate["ae"]) == common
-    assert set(evaluate["vae"]) == common | {"kl", "nelbo_gaussian", "nll_is_gaussian"}
-    assert evaluate["vae"]["loss"] == pytest.approx(evaluate["vae"]["mse"] + evaluate["vae"]["kl"])
-    assert evaluate["vae"]["nll_is_gaussian"] < evaluate["vae"]["nelbo_gaussian"]
-    assert 0 < evaluate["train_set"]["frechet"] < evaluate["vae"]["frechet_samples"]
-    assert shown["metrics/classifier.json"]["data"]["test_accuracy"] > 0.5  # 2000 images, 1 epoch; chance is 0.1
-    losses = (repo / "plots/vae/losses.csv").read_text().splitlines()
-    assert losses[0] == "epoch,train_loss,test_loss,train_recon,test_recon,train_kl,test_kl,seconds"
-    assert len(losses) == 2
-
-    sh(repo, "git", "add", "-A")
-    sh(repo, "git", "commit", "-qm", "run")
-    log = sh(repo, "dvc", "exp", "run", "-S", "vae.beta=4")
-    assert ran(log) == {"train_vae", "evaluate", "render"}
+def test_an_experiment_reruns_only_what_its_params_reach(ran_repo):
+    ae_metrics = (ran_repo / "metrics/ae/evaluate.json").read_bytes()
+    log = sh(ran_repo, "dvc", "exp", "run", "-S", "vae.beta=4")
+    assert ran(log) == {"train_vae", "evaluate@vae", "render"}
     assert "Stage 'train_ae' didn't change, skipping" in log
 
-    params = json.loads(sh(repo, "dvc", "params", "diff", "--json"))
+    params = json.loads(sh(ran_repo, "dvc", "params", "diff", "--json"))
     assert params == {"params.yaml": {"vae.beta": {"old": 1.0, "new": 4, "diff": 3.0}}}
-    metrics = json.loads(sh(repo, "dvc", "metrics", "diff", "--json"))
-    assert "metrics/vae.json" in metrics and "metrics/ae.json" not in metrics
-    assert not (repo / "plots/images/manifold.png").exists()
+    metrics = json.loads(sh(ran_repo, "dvc", "metrics", "diff", "--json"))
+    assert {"metrics/vae/train.json", "metrics/vae/evaluate.json"} <= set(metrics)
+    assert not any(path.startswith("metrics/ae/") for path in metrics)
+    assert (ran_repo / "metrics/ae/evaluate.json").read_bytes() == ae_metrics
+    assert not (ran_repo / "plots/images/manifold.png").exists()
 
-    log = sh(repo, "dvc", "exp", "run", "-S", "model.z_dim=2")
-    assert ran(log) == {"train_ae", "train_vae", "evaluate", "render"}
-    assert (repo / "plots/images/manifold.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    log = sh(ran_repo, "dvc", "exp", "run", "-S", "model.z_dim=2")
+    assert ran(log) == {"train_ae", "train_vae", "evaluate@ae", "evaluate@vae", "render"}
+    assert (ran_repo / "plots/images/manifold.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def outputs(repo):
-    """Every output, as bytes or numbers, wall-time fields left out."""
+    """The hash of every output in dvc.lock but the wall times'."""
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
-    hashes = {  # metrics and curves hold wall times: compared below without them
+    return {
         o["path"]: o["md5"]
         for stage in lock["stages"].values()
         for o in stage["outs"]
-        if not (o["path"].startswith("metrics/") or o["path"].endswith(".csv"))
+        if not o["path"].endswith("/time.json")
     }
-    figures = {p.name: p.read_bytes() for p in (repo / "plots/images").iterdir()}
-    metrics = {p.name: json.loads(p.read_text()) for p in (repo / "metrics").iterdir()}
-    for m in metrics.values():
-        m.pop("train_seconds", None)
-    curves = {}
-    for kind in ("ae", "vae", "classifier"):
-        with open(repo / f"plots/{kind}/losses.csv") as f:
-            curves[kind] = [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(f)]
-    return hashes, figures, metrics, curves
 
 
 @needs_mnist
-def test_two_runs_from_scratch_give_the_same_bytes(repo):
-    sh(repo, "dvc", "repro")
-    first = outputs(repo)
-    assert {"models/ae.pt", "models/vae.pt", "plots/images"} <= set(first[0])
-    sh(repo, "dvc", "repro", "--force")  # every stage again, outputs removed first
-    assert outputs(repo) == first
+def test_a_second_run_from_scratch_gives_the_same_bytes(ran_repo):
+    first = outputs(ran_repo)
+    assert {"models/ae.pt", "models/vae.pt", "plots/images", "metrics/vae/evaluate.json"} <= set(first)
+    for top in OUTPUT_DIRS:
+        shutil.rmtree(ran_repo / top)
+    sh(ran_repo, "dvc", "repro", "--force")  # every stage again, from nothing
+    assert outputs(ran_repo) == first
+
+
+@needs_mnist
+def test_a_forced_retrain_that_gives_the_same_bytes_leaves_the_rest_up_to_date(ran_repo):
+    log = sh(ran_repo, "dvc", "repro", "--force", "--single-item", "train_vae")
+    assert ran(log) == {"train_vae"}
+    assert "Data and pipelines are up to date" in sh(ran_repo, "dvc", "status")
+    # Only the wall time moved, and the lock's record of it: every result is as it was.
+    assert set(sh(ran_repo, "git", "status", "--porcelain").splitlines()) == {" M dvc.lock", " M metrics/vae/time.json"}
+    old = yaml.safe_load(sh(ran_repo, "git", "show", "HEAD:dvc.lock"))
+    new = yaml.safe_load((ran_repo / "dvc.lock").read_text())
+    for lock in old, new:
+        lock["stages"]["train_vae"]["outs"] = [o for o in lock["stages"]["train_vae"]["outs"]
+                                               if o["path"] != "metrics/vae/time.json"]
+    assert old == new

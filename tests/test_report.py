@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from aevae import report
-from conftest import ROOT, env
+from helpers import ROOT, env
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(not CHROMIUM, reason="no chromium on PATH (.ci/run installs Debian's)")

@@ -77,6 +77,7 @@ class Render:
 
 @dataclass(frozen=True)
 class Params:
+    threads: int = spec("an int >= 1", lambda v: v >= 1)
     data: Data
     model: Model
     train: Train

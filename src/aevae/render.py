@@ -1,4 +1,6 @@
-"""Figures: sample grids, reconstructions and loss curves, as PNGs that are the same bytes every run."""
+"""Figures: sample grids, reconstructions and loss curves, as PNGs that are the same bytes every run.
+
+Models come in through the Autoencoder interface (aevae.model) and are used without gradients."""
 
 from __future__ import annotations
 
@@ -9,25 +11,22 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from torchvision.utils import make_grid
 
-from aevae.evaluate import codes
 from aevae.files import atomic_path
 
 
-@torch.no_grad()
 def interpolate(model, a: torch.Tensor, b: torch.Tensor, steps: int) -> torch.Tensor:
     """Decode `steps` points on the straight line between the codes (VAE: posterior means) of images a and b."""
-    za, zb = codes(model, torch.stack([a, b]))
+    za, zb = model.code(torch.stack([a, b]))
     t = torch.linspace(0, 1, steps)[:, None]
     return model.decode((1 - t) * za + t * zb)
 
 
-@torch.no_grad()
-def manifold(vae, n: int) -> torch.Tensor:
+def manifold(model, n: int) -> torch.Tensor:
     """Kingma & Welling (2013), Fig. 4: an n x n grid on the unit square, through the inverse Gaussian CDF,
     decoded; rows run from large z2 at the top to small at the bottom, like a plot's axes."""
     u = torch.linspace(0, 1, n + 2)[1:-1]  # the open square: the CDF's inverse is infinite at 0 and 1
     z1, z2 = torch.meshgrid(torch.special.ndtri(u), torch.special.ndtri(u.flip(0)), indexing="xy")
-    return vae.decode(torch.stack([z1.flatten(), z2.flatten()], 1))
+    return model.decode(torch.stack([z1.flatten(), z2.flatten()], 1))
 
 
 def project_2d(z: torch.Tensor) -> torch.Tensor:
@@ -77,12 +76,12 @@ def rows_figure(rows: dict[str, torch.Tensor], title: str) -> Figure:
     return fig
 
 
-def manifold_figure(images: torch.Tensor, n: int) -> Figure:
+def manifold_figure(images: torch.Tensor, n: int, name: str) -> Figure:
     """An n x n grid of decoded images, laid out like the latent grid they came from."""
     fig = Figure(figsize=(7.5, 8))
     ax = fig.subplots()
     ax.imshow(grid(images, nrow=n), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-    ax.set_title("VAE, z = 2: the learned manifold\n(a grid on the unit square through the Gaussian's inverse CDF)",
+    ax.set_title(f"{name}, z = 2: the learned manifold\n(a grid on the unit square through the Gaussian's inverse CDF)",
                  fontsize=11)
     ax.set(xlabel="z1: -> larger", ylabel="z2: -> larger")
     ax.set_xticks([])

@@ -3,7 +3,8 @@ over the batch, the first of them the objective; it knows nothing else about the
 
 Speed comes from keeping the whole dataset in one tensor on the device, batching by
 indexing it (no DataLoader, no per-sample transforms), a fused optimiser step, and
-summing the loss terms on the device so that an epoch never waits on the host.
+summing the loss terms on the device so that an epoch never waits on the host
+(and from the process settings of aevae.runtime, which the stages make).
 """
 
 from __future__ import annotations
@@ -18,12 +19,6 @@ from tqdm import tqdm
 from aevae import UserError
 from aevae.config import Train
 
-# Adam's moment estimates for rarely-lit pixels decay geometrically into the denormal range
-# after ~800 steps, where x86 float arithmetic crawls: epochs got 1.8x slower from then on.
-# Flushing them to zero changes no figure we report. It must be set before torch starts its
-# worker threads, which copy this thread's float mode when they start: hence at import.
-torch.set_flush_denormal(True)
-
 
 def resolve_device(name: str, key: str = "train.device") -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
@@ -33,6 +28,10 @@ def resolve_device(name: str, key: str = "train.device") -> torch.device:
     return torch.device(name)
 
 
+class Diverged(Exception):
+    """The loss stopped being a finite number; the message says where."""
+
+
 def fit(
     model: torch.nn.Module,
     train: tuple[torch.Tensor, ...],
@@ -40,21 +39,21 @@ def fit(
     cfg: Train,
     device: torch.device,
     transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    section: str = "train",
-) -> list[dict]:
+) -> tuple[list[dict], list[float]]:
     """Train with AdamW on (inputs, *targets) tensors; `transform` maps each training batch's inputs.
 
     Returns a row per epoch: `epoch`, then `train_<term>` and `test_<term>` for each of the model's
-    loss terms (per-example means), then `seconds`, the wall time of the epoch's training pass.
+    loss terms (per-example means); and apart, since it is the one figure that differs between
+    runs, the wall time of each epoch's training pass in seconds.
     Randomness (init aside) comes from torch's global generators: seed them before building the model.
-    `section` is where cfg came from in params.yaml, for the error messages.
+    Raises Diverged when a loss stops being finite.
     """
     model.to(device)
     train = tuple(t.to(device) for t in train)
     test = tuple(t.to(device) for t in test)
     n = len(train[0])
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
-    rows = []
+    rows, seconds = [], []
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         start = time.perf_counter()
@@ -72,25 +71,21 @@ def fit(
                     steps = torch.empty(len(batches), len(terms), device=device)
                 steps[step] = torch.stack(terms)
         train_means = (steps.sum(0) / n).tolist()  # the epoch's one host sync
-        seconds = time.perf_counter() - start
+        seconds.append(time.perf_counter() - start)
         if not all(map(math.isfinite, train_means)):
             step = int((~steps.isfinite().all(1)).nonzero()[0]) + 1
-            raise UserError(
-                f"training diverged in epoch {epoch}, step {step} of {len(batches)}: the loss became "
-                f"{steps[step - 1, 0].item()}; try a smaller {section}.lr (now {cfg.lr})"
-            )
+            raise Diverged(f"training diverged in epoch {epoch}, step {step} of {len(batches)}: the loss became "
+                           f"{steps[step - 1, 0].item()}")
         test_means = mean_losses(model, test)
         if not all(map(math.isfinite, test_means)):
-            raise UserError(
-                f"the test loss became {test_means[0]} after epoch {epoch}; try a smaller {section}.lr (now {cfg.lr})"
-            )
+            raise Diverged(f"the test loss became {test_means[0]} after epoch {epoch}")
         row = {"epoch": epoch}
         for term, tr, te in zip(terms._fields, train_means, test_means):
             row |= {f"train_{term}": tr, f"test_{term}": te}
-        rows.append(row | {"seconds": seconds})
-        print(f"{name}: train {terms._fields[0]} {train_means[0]:.3f}, test {test_means[0]:.3f}, {seconds:.1f} s",
-              flush=True)
-    return rows
+        rows.append(row)
+        print(f"{name}: train {terms._fields[0]} {train_means[0]:.3f}, test {test_means[0]:.3f}, "
+              f"{seconds[-1]:.1f} s", flush=True)
+    return rows, seconds
 
 
 @torch.no_grad()
@@ -104,8 +99,5 @@ def mean_losses(model: torch.nn.Module, data: tuple[torch.Tensor, ...], batch_si
 
 
 def summary(rows: list[dict]) -> dict:
-    """The final epoch's figures and the total training time, for metrics/<model>.json."""
-    last = {k: v for k, v in rows[-1].items() if k not in ("epoch", "seconds")}
-    if "test_error" in last:
-        last["test_accuracy"] = 1 - last["test_error"]
-    return {"epochs": len(rows), **last, "train_seconds": round(sum(r["seconds"] for r in rows), 2)}
+    """The final epoch's figures, with the number of epochs."""
+    return {"epochs": len(rows), **{k: v for k, v in rows[-1].items() if k != "epoch"}}

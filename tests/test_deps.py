@@ -1,0 +1,53 @@
+"""dvc.yaml declares, for every stage, exactly the code the stage runs: its script and the script's
+import closure inside src/aevae. A missing dep leaves results silently stale; an extra one reruns
+stages for nothing."""
+
+import ast
+from pathlib import Path
+
+from dvc.repo import Repo
+
+from helpers import ROOT
+
+PACKAGE = ROOT / "src/aevae"
+
+
+def imported_modules(path: Path) -> set[str]:
+    """The aevae modules a file imports, at any depth of its code."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "aevae":
+            if node.module == "aevae":  # from aevae import config, data: modules, or names in __init__
+                found |= {a.name for a in node.names if (PACKAGE / f"{a.name}.py").exists()}
+            found.add(node.module.removeprefix("aevae").lstrip(".") or "__init__")
+        elif isinstance(node, ast.Import):
+            found |= {a.name.removeprefix("aevae.") or "__init__" for a in node.names if a.name.startswith("aevae")}
+    return found
+
+
+def closure(script: Path) -> set[str]:
+    """The script and every file of src/aevae it reaches through imports, as paths relative to the root."""
+    seen, todo = {"__init__"}, imported_modules(script)  # importing any module runs the package's __init__
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo |= imported_modules(PACKAGE / f"{name}.py")
+    seen |= imported_modules(PACKAGE / "__init__.py")
+    return {str(script.relative_to(ROOT))} | {f"src/aevae/{name}.py" for name in seen}
+
+
+def test_every_stage_declares_exactly_the_code_it_imports():
+    stages = Repo(str(ROOT)).index.stages
+    assert len(stages) >= 6
+    for stage in stages:
+        script = ROOT / stage.cmd.split()[1]  # python stages/<name>.py [args]
+        code = {d.def_path for d in stage.deps if d.def_path.startswith(("src/", "stages/"))}
+        assert code == closure(script), f"{stage.addressing}: dvc.yaml deps differ from the imports"
+
+
+def test_the_closure_follows_imports_through_the_package():
+    assert closure(ROOT / "stages/fetch.py") == {
+        "stages/fetch.py", "src/aevae/__init__.py", "src/aevae/config.py", "src/aevae/download.py",
+        "src/aevae/files.py",
+    }
