@@ -26,9 +26,10 @@ import time
 def cpu_extensions() -> str:
     flags = set()
     if os.path.exists("/proc/cpuinfo"):
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("flags"):
-                flags |= set(line.split(":", 1)[1].split())
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags |= set(line.split(":", 1)[1].split())
     found = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16") if f in flags]
     return ", ".join(found) or "none of avx2 / avx512 / amx"
 
@@ -48,7 +49,7 @@ def epoch_seconds(kind: str, threads: int, pin: bool, data_dir: str, n: int, epo
     test = data.load(data_dir, "test", 1000)
     torch.manual_seed(0)
     if kind == "classifier":
-        net, train, test = classifier.Classifier(), (x, y), test
+        net, train = classifier.Classifier(), (x, y)
     else:
         net, train, test = model.build(kind, p), (x,), test[:1]
     _, seconds = fit(net, train, test, dataclasses.replace(p.train, epochs=epochs), torch.device("cpu"))

@@ -1,19 +1,14 @@
 """evaluate@KIND: `python stages/evaluate.py KIND` scores one autoencoder on the 10,000 test images
 into metrics/KIND/evaluate.json (README, Metrics)."""
 
-import sys
-
 import torch
 
-from aevae import UserError, classifier, config, data, model, run_stage, runtime
+from aevae import classifier, config, data, model, run_stage, runtime
 from aevae.evaluate import model_metrics
 from aevae.files import write_json
 
 
-def main():
-    kind = sys.argv[1] if len(sys.argv) == 2 else None
-    if kind not in model.KINDS:
-        raise UserError(f"usage: evaluate.py KIND, with KIND one of {', '.join(model.KINDS)}")
+def main(kind):
     p = config.load()
     runtime.setup(p.threads)
     train_x, train_y = data.load("data/mnist", "train")
@@ -30,4 +25,4 @@ def main():
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, model.KINDS)

@@ -1,8 +1,6 @@
 """train_ae / train_vae: `python stages/train.py KIND` trains one autoencoder (aevae.model.KINDS) and
 writes its model, its curves and its metrics; its training time goes to a file no stage reads."""
 
-import sys
-
 import torch
 
 from aevae import UserError, config, data, model, run_stage, runtime
@@ -10,10 +8,7 @@ from aevae.files import write_csv, write_json
 from aevae.train import Diverged, fit, resolve_device, summary
 
 
-def main():
-    kind = sys.argv[1] if len(sys.argv) == 2 else None
-    if kind not in model.KINDS:
-        raise UserError(f"usage: train.py KIND, with KIND one of {', '.join(model.KINDS)}")
+def main(kind):
     p = config.load()
     runtime.setup(p.threads)
     device = resolve_device(p.train.device, "train.device")
@@ -35,4 +30,4 @@ def main():
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, model.KINDS)

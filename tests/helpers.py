@@ -49,7 +49,7 @@ def fails(repo: Path, *args) -> str:
 
 def ran(log: str) -> set[str]:
     """The stages a `dvc repro` or `dvc exp run` log says it ran."""
-    return set(re.findall(r"^Running stage '([^']+)'", log, re.M))
+    return set(re.findall(r"^Running stage '([^']+)'", log, re.MULTILINE))
 
 
 def write_params(folder: Path, raw: dict) -> None:

@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from aevae import download
+
 from helpers import MNIST, ROOT, needs_mnist
 
 
@@ -24,7 +25,7 @@ def test_train_speed_sets_both_loops_against_the_bound_and_the_floor(tmp_path):
     floor_vs_bound = float(re.search(r"-> floor [\d.]+ s/epoch \(([\d.]+)x the bound\)", out).group(1))
     table = [line.split() for line in out.splitlines() if re.match(r"(article-style|aevae.fit) ", line)]
     (_, _, article_rate, _, _, _, article_loss), (_, _, ours_rate, vs_article, vs_bound, vs_floor, ours_loss) = table
-    ratio = lambda text: float(text.rstrip("x").replace(",", ""))  # noqa: E731
+    ratio = lambda text: float(text.rstrip("x").replace(",", ""))
     # The printed ratios agree with each other, to their rounding.
     assert ratio(vs_article) == pytest.approx(ratio(ours_rate) / ratio(article_rate), rel=0.01, abs=0.01)
     assert ratio(vs_bound) / ratio(vs_floor) == pytest.approx(floor_vs_bound, rel=0.02)
@@ -37,9 +38,9 @@ def test_train_speed_sets_both_loops_against_the_bound_and_the_floor(tmp_path):
 def test_cpu_settings_prints_the_pinning_cost_and_the_load_factor(tmp_path):
     out = bench(tmp_path, "cpu_settings.py", "--train-size", "640", "--epochs", "2")
     assert re.search(r"CPU extensions: .*avx2", out)
-    pinned = re.findall(r"^(ae|classifier) +([\d.]+)s +([\d.]+)s +([\d.]+)x .* -> (\w+)$", out, re.M)
+    pinned = re.findall(r"^(ae|classifier) +([\d.]+)s +([\d.]+)s +([\d.]+)x .* -> (\w+)$", out, re.MULTILINE)
     assert [row[0] for row in pinned] == ["ae", "classifier"] and all(row[4] == "AVX2" for row in pinned)
-    load = re.findall(r"^(1 thread|2 threads) +([\d.]+)s +([\d.]+)s +([\d.]+)x$", out, re.M)
+    load = re.findall(r"^(1 thread|2 threads) +([\d.]+)s +([\d.]+)s +([\d.]+)x$", out, re.MULTILINE)
     assert [row[0] for row in load] == ["1 thread", "2 threads"]
     for _, base, other, ratio in [row[:4] for row in pinned] + load:  # each ratio is its row's times' (rounded)
         base, other, ratio = float(base), float(other), float(ratio)

@@ -5,6 +5,7 @@ import pytest
 import yaml
 
 from aevae import UserError, config
+
 from helpers import ROOT
 
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from aevae import DataError, UserError, data, download
+
 from helpers import MNIST, idx_bytes, needs_mnist
 
 

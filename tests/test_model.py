@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from aevae import UserError, config, model
+
 from helpers import ROOT
 
 KINDS = list(model.KINDS)

@@ -8,6 +8,7 @@ import subprocess
 import pytest
 
 from aevae import report
+
 from helpers import ROOT, env
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from aevae import runtime
+
 from helpers import MNIST, ROOT, needs_mnist
 
 x86 = pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="the pinned paths are x86's")

@@ -5,6 +5,7 @@ import torch
 
 from aevae import UserError, classifier, config, data, download, model
 from aevae.train import Diverged, fit, resolve_device, summary
+
 from helpers import MNIST, needs_mnist
 
 CPU = torch.device("cpu")

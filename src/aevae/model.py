@@ -74,7 +74,7 @@ class Autoencoder(nn.Module):
 
     def __init__(self, hidden_dims: list[int], z_dim: int):
         super().__init__()
-        self.args = dict(hidden_dims=list(hidden_dims), z_dim=z_dim)  # what a checkpoint rebuilds it from
+        self.args = {"hidden_dims": list(hidden_dims), "z_dim": z_dim}  # what a checkpoint rebuilds it from
         self.z_dim = z_dim
         self.decoder = mlp([z_dim, *reversed(hidden_dims), IMAGE_DIM])
 
@@ -142,7 +142,7 @@ class VAE(Autoencoder):
 
     def __init__(self, hidden_dims: list[int], z_dim: int, beta: float = 1.0, likelihood: str = "gaussian"):
         super().__init__(hidden_dims, z_dim)
-        self.args |= dict(beta=beta, likelihood=likelihood)
+        self.args |= {"beta": beta, "likelihood": likelihood}
         self.beta, self.likelihood = beta, likelihood
         self.encoder = mlp([IMAGE_DIM, *hidden_dims], last_relu=True)
         # The mean and log-variance heads, as one layer: one matmul instead of two, same maths.
