@@ -14,7 +14,9 @@ once per process. An epoch's time is the best after the first (which pays for wa
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import io
 import multiprocessing
 import os
 import platform
@@ -52,7 +54,8 @@ def epoch_seconds(kind: str, threads: int, pin: bool, data_dir: str, n: int, epo
         net, train = classifier.Classifier(), (x, y)
     else:
         net, train, test = model.build(kind, p), (x,), test[:1]
-    _, seconds = fit(net, train, test, dataclasses.replace(p.train, epochs=epochs), torch.device("cpu"))
+    with contextlib.redirect_stdout(io.StringIO()):  # the epochs' lines: the table says what matters
+        _, seconds = fit(net, train, test, dataclasses.replace(p.train, epochs=epochs), torch.device("cpu"))
     return min(seconds[1:] or seconds), torch.backends.cpu.get_cpu_capability()
 
 
