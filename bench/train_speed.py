@@ -31,6 +31,7 @@ import torch
 from torchvision import datasets, transforms
 
 from aevae import config, data, model, runtime
+from cpu_settings import cpu_extensions
 from aevae.train import fit, resolve_device
 
 
@@ -143,7 +144,7 @@ def main():
     args = ap.parse_args()
     p = config.load()
     runtime.setup(p.threads)  # as every stage does; the article's loop, in a fresh child, keeps torch's defaults
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, "--device")
     cfg = dataclasses.replace(p.train, epochs=args.epochs)
     train_x, _ = data.load(args.data, "train", args.train_size)
     test_x, _ = data.load(args.data, "test")
@@ -169,8 +170,8 @@ def main():
     _, ours = fit(net, (train_x,), (test_x,), cfg, device)
     ours_test = test_loss(net, test_x.to(device))
 
-    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads,"
-          f" torch {torch.__version__}, device {device}")
+    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, CPU extensions: {cpu_extensions()},"
+          f" {torch.get_num_threads()} threads, torch {torch.__version__}, device {device}")
     print(f"matmul 64x784 @ 784x512: {gflops:.0f} GFLOP/s; one epoch = {work:.0f} GFLOP of matmuls"
           f" -> bound {bound:.2f} s/epoch")
     print(f"timed alone, per step: the step's own matmuls {mm_step * 1e3:.2f} ms"

@@ -11,7 +11,7 @@ from aevae.files import write_json
 def main(kind):
     p = config.load()
     runtime.setup(p.threads)
-    train_x, train_y = data.load("data/mnist", "train")
+    train_x, train_y = data.load("data/mnist", "train", p.data.train_size)  # what it was trained on
     test_x, test_y = data.load("data/mnist", "test")
     scorer = classifier.load("models/classifier.pt")
     net = model.load(f"models/{kind}.pt")

@@ -67,8 +67,8 @@ def test_divergence_is_a_typed_error_that_says_where(raw_params):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
 def test_cuda_without_a_gpu_is_a_clear_error():
     with pytest.raises(UserError, match="train.device = 'cuda' but no CUDA GPU is available here"):
-        resolve_device("cuda")
-    assert resolve_device("auto") == CPU
+        resolve_device("cuda", "train.device")
+    assert resolve_device("auto", "train.device") == CPU
 
 
 @needs_mnist

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 from torch import nn
@@ -17,14 +18,14 @@ def save(model: nn.Module, kind: str, path: str | Path) -> None:
         torch.save({"kind": kind, "args": model.args, "state_dict": state}, tmp)
 
 
-def load(path: str | Path, kinds: dict[str, type], device: str | torch.device = "cpu") -> nn.Module:
-    """The model saved at `path`, in eval mode on `device`; `kinds` maps a saved kind to its class."""
-    path = Path(path)
+def load(path: str | Path | BinaryIO, kinds: dict[str, type], device: str | torch.device = "cpu") -> nn.Module:
+    """The model saved at `path` (or read from an open binary file), in eval mode on `device`;
+    `kinds` maps a saved kind to its class."""
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
     except FileNotFoundError:
         # Each models/<kind>.pt is made by the stage train_<kind> (dvc.yaml).
-        raise UserError(f"{path}: not found; train it first: dvc repro train_{path.stem}") from None
+        raise UserError(f"{path}: not found; train it first: dvc repro train_{Path(path).stem}") from None
     if ckpt["kind"] not in kinds:
         raise UserError(f"{path} holds a '{ckpt['kind']}' model; expected one of: {', '.join(kinds)}")
     model = kinds[ckpt["kind"]](**ckpt["args"])

@@ -9,7 +9,7 @@ set's features and by how confidently the classifier labels the samples.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import NamedTuple
+from typing import BinaryIO, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -69,5 +69,5 @@ def save(model: Classifier, path: str | Path) -> None:
     checkpoint.save(model, "classifier", path)
 
 
-def load(path: str | Path, device: str | torch.device = "cpu") -> Classifier:
+def load(path: str | Path | BinaryIO, device: str | torch.device = "cpu") -> Classifier:
     return checkpoint.load(path, {"classifier": Classifier}, device)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import NamedTuple
+from typing import BinaryIO, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -193,5 +193,5 @@ def save(model: Autoencoder, path: str | Path) -> None:
     checkpoint.save(model, next(k for k, cls in KINDS.items() if type(model) is cls), path)
 
 
-def load(path: str | Path, device: str | torch.device = "cpu") -> Autoencoder:
+def load(path: str | Path | BinaryIO, device: str | torch.device = "cpu") -> Autoencoder:
     return checkpoint.load(path, KINDS, device)

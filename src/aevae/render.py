@@ -21,11 +21,17 @@ def interpolate(model, a: torch.Tensor, b: torch.Tensor, steps: int) -> torch.Te
     return model.decode((1 - t) * za + t * zb)
 
 
+def manifold_grid(n: int) -> torch.Tensor:
+    """The n values per axis of Kingma & Welling's (2013) Fig. 4: an even grid on the open unit interval
+    (the inverse CDF is infinite at 0 and 1) through the inverse Gaussian CDF."""
+    return torch.special.ndtri(torch.linspace(0, 1, n + 2)[1:-1])
+
+
 def manifold(model, n: int) -> torch.Tensor:
-    """Kingma & Welling (2013), Fig. 4: an n x n grid on the unit square, through the inverse Gaussian CDF,
-    decoded; rows run from large z2 at the top to small at the bottom, like a plot's axes."""
-    u = torch.linspace(0, 1, n + 2)[1:-1]  # the open square: the CDF's inverse is infinite at 0 and 1
-    z1, z2 = torch.meshgrid(torch.special.ndtri(u), torch.special.ndtri(u.flip(0)), indexing="xy")
+    """The n x n grid of manifold_grid decoded; rows run from large z2 at the top to small at the
+    bottom, like a plot's axes."""
+    z = manifold_grid(n)
+    z1, z2 = torch.meshgrid(z, z.flip(0), indexing="xy")
     return model.decode(torch.stack([z1.flatten(), z2.flatten()], 1))
 
 
@@ -83,9 +89,12 @@ def manifold_figure(images: torch.Tensor, n: int, name: str) -> Figure:
     ax.imshow(grid(images, nrow=n), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.set_title(f"{name}, z = 2: the learned manifold\n(a grid on the unit square through the Gaussian's inverse CDF)",
                  fontsize=11)
-    ax.set(xlabel="z1: -> larger", ylabel="z2: -> larger")
-    ax.set_xticks([])
-    ax.set_yticks([])
+    ax.set(xlabel="z1", ylabel="z2")
+    z = manifold_grid(n)
+    every = range(0, n, max(1, n // 5))
+    centres = [2 + 30 * i + 14 for i in every]  # tiles of 28 pixels, 2 of padding (see grid)
+    ax.set_xticks(centres, [f"{z[i]:.2f}" for i in every])
+    ax.set_yticks(centres, [f"{z.flip(0)[i]:.2f}" for i in every])
     fig.tight_layout()
     return fig
 

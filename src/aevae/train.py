@@ -20,7 +20,8 @@ from aevae import UserError
 from aevae.config import Train
 
 
-def resolve_device(name: str, key: str = "train.device") -> torch.device:
+def resolve_device(name: str, key: str) -> torch.device:
+    """The torch device `name` (auto, cpu or cuda) names; `key` is where the name came from, for the error."""
     if name == "cuda" and not torch.cuda.is_available():
         raise UserError(f"{key} = 'cuda' but no CUDA GPU is available here; accepted: auto or cpu")
     if name == "auto":
