@@ -28,10 +28,10 @@ import time
 from pathlib import Path
 
 import torch
+from cpu_settings import cpu_extensions
 from torchvision import datasets, transforms
 
 from aevae import config, data, model, runtime
-from cpu_settings import cpu_extensions
 from aevae.train import fit, resolve_device
 
 
