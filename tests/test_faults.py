@@ -97,9 +97,9 @@ def test_cuda_without_a_gpu_exits_2_and_writes_nothing(workdir, raw_params):
 @needs_mnist
 def test_mistakes_on_an_uncommitted_run_lose_nothing(ran_repo):
     params = read_params(ran_repo)
-    params["vae"]["beta"] = 2.0
+    params["render"]["seed"] = 1
     write_params(ran_repo, params)
-    assert ran(sh(ran_repo, "dvc", "repro")) == {"train_vae", "evaluate@vae", "render"}  # a run not committed
+    assert ran(sh(ran_repo, "dvc", "repro")) == {"render"}  # a run not committed: its PNGs are in no cache
     before = snapshot(ran_repo)
 
     typo = read_params(ran_repo)

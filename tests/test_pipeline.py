@@ -53,11 +53,7 @@ def test_an_experiment_reruns_only_what_its_params_reach(ran_repo):
     assert {"metrics/vae/train.json", "metrics/vae/evaluate.json"} <= set(metrics)
     assert not any(path.startswith("metrics/ae/") for path in metrics)
     assert (ran_repo / "metrics/ae/evaluate.json").read_bytes() == ae_metrics
-    assert not (ran_repo / "plots/images/manifold.png").exists()
-
-    log = sh(ran_repo, "dvc", "exp", "run", "-S", "model.z_dim=2")
-    assert ran(log) == {"train_ae", "train_vae", "evaluate@ae", "evaluate@vae", "render"}
-    assert (ran_repo / "plots/images/manifold.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (ran_repo / "plots/images/manifold.png").exists()  # z = 50 here: tests/test_render.py draws one
 
 
 def outputs(repo):
