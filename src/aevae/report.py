@@ -31,6 +31,11 @@ PAGE = """<!DOCTYPE html>
   body {{ font-family: sans-serif; margin: 1em 2em; }}
   table {{ border-spacing: 15px; }}
   img {{ max-width: 100%; }}
+  /* DVC lays the revisions' images out in one unbreakable row (white-space: nowrap), wider than the
+     window from two revisions on: share the row's width between them instead. */
+  div[id$="_png"] {{ display: flex; flex-wrap: wrap; white-space: normal !important; }}
+  div[id$="_png"] > p {{ flex-basis: 100%; }}
+  div[id$="_png"] > div {{ flex: 1 1 0; min-width: 0; }}
 </style>
 </head>
 <body>
