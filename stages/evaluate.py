@@ -22,6 +22,11 @@ def main(kind):
     torch.manual_seed(p.evaluate.seed)  # the VAE's z samples
     metrics = model_metrics(net, scorer, reference, inputs, p.evaluate)
     write_json(f"metrics/{kind}/evaluate.json", metrics)
+    # One point per run, for the scatter plots across experiments (dvc.yaml): Alemi et al.'s (2018)
+    # rate (KL per image; none for a model without a prior) against distortion, and against quality.
+    point = {"model": kind, "rate": metrics.get("kl"), "distortion": metrics["recon"],
+             "frechet_samples": metrics["frechet_samples"]}
+    write_json(f"plots/{kind}/point.json", [point])
 
 
 if __name__ == "__main__":

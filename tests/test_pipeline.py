@@ -26,11 +26,15 @@ def test_repro_runs_every_stage_and_writes_every_output(ran_repo, ran_log):
     assert metric["ae/train"]["train_kl"] == 0 < metric["vae/train"]["test_kl"]
     assert all(m["train_seconds"] > 0 for name, m in metric.items() if name.endswith("/time"))
     ae, vae = metric["ae/evaluate"], metric["vae/evaluate"]
-    common = {"mse", "bce", "loss", "active_units", "probe_accuracy", "frechet_samples", "confident_samples",
+    common = {"mse", "bce", "loss", "recon", "active_units", "probe_accuracy", "frechet_samples", "confident_samples",
               "frechet_reconstructions", "classifier_accuracy_reconstructions"}
     assert set(ae) == common
     assert set(vae) == common | {"kl", "nelbo_gaussian", "nll_is_gaussian", "iw_samples"} and vae["iw_samples"] == 10
-    assert vae["loss"] == pytest.approx(vae["mse"] + vae["kl"])
+    assert vae["loss"] == pytest.approx(vae["mse"] + vae["kl"]) and vae["recon"] == vae["mse"]  # gaussian
+    for kind, m in (("ae", ae), ("vae", vae)):  # a point per run for the scatter plots
+        (point,) = json.loads((ran_repo / f"plots/{kind}/point.json").read_text())
+        assert point == {"model": kind, "rate": m.get("kl"), "distortion": m["recon"],
+                         "frechet_samples": m["frechet_samples"]}
     assert vae["nll_is_gaussian"] < vae["nelbo_gaussian"]
     scorer = metric["classifier/train"]
     assert 0 < scorer["frechet_train_set"] < vae["frechet_samples"]

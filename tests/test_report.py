@@ -39,10 +39,14 @@ def test_dvc_plots_show_renders_offline_in_chromium(tmp_path):
         ],
         capture_output=True, text=True, timeout=120, check=True,
     ).stdout
-    # A Vega view per chart of dvc.yaml (the curves), drawn as SVG by the template, two lines each.
-    charts = [c for c in yaml.safe_load((ROOT / "dvc.yaml").read_text())["plots"] if isinstance(c, dict)]
-    assert dom.count('class="marks"') == len(charts) >= 4
-    assert dom.count('aria-roledescription="line mark"') >= 2 * len(charts)
+    # A Vega view per chart of dvc.yaml, drawn as SVG by the template: the curves with two lines each,
+    # the scatter plots with their point.
+    charts = [next(iter(c.values())) for c in yaml.safe_load((ROOT / "dvc.yaml").read_text())["plots"]
+              if isinstance(c, dict)]
+    scatters = sum(c.get("template") == "scatter" for c in charts)
+    assert dom.count('class="marks"') == len(charts) and len(charts) - scatters >= 4 and scatters >= 2
+    assert dom.count('aria-roledescription="line mark"') >= 2 * (len(charts) - scatters)
+    assert dom.count('aria-roledescription="symbol mark"') >= scatters
     pngs = sorted(p.name for p in (ROOT / "plots/images").glob("*.png"))
     assert pngs, "no committed images"
     for name in pngs:

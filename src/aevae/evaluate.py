@@ -19,22 +19,23 @@ from aevae.model import Autoencoder, recon_loss, recon_nll
 @torch.no_grad()
 def reconstruction_metrics(model: Autoencoder, x: torch.Tensor, batch_size: int = 2000) -> dict[str, float]:
     """Per-image means over x: squared error and cross-entropy of the reconstruction (both summed over
-    pixels, whatever the model was trained with), the model's own training loss, and for a model with
+    pixels, whatever the model was trained with), the model's own training loss and reconstruction
+    term (`recon`: one of the two, as its likelihood says), and for a model with
     a density the KL term and the negative ELBO under its likelihood (named with it: never compare
     across likelihoods).
 
     A VAE reconstructs from one sampled z per image, so these are one-sample estimates.
     """
     model.eval()
-    sums = torch.zeros(5)
+    sums = torch.zeros(6)
     for xb in x.split(batch_size):
         logits, kl = model(xb)
-        loss = model.terms(logits, kl, xb).loss
+        loss, recon, _ = model.terms(logits, kl, xb)
         nelbo = recon_nll(logits, xb, model.likelihood) + kl
-        terms = [recon_loss(logits, xb, "gaussian"), recon_loss(logits, xb, "bernoulli"), loss, kl, nelbo]
+        terms = [recon_loss(logits, xb, "gaussian"), recon_loss(logits, xb, "bernoulli"), loss, recon, kl, nelbo]
         sums += torch.stack([t.sum() for t in terms])
-    mse, bce, loss, kl, nelbo = (sums / len(x)).tolist()
-    out = {"mse": mse, "bce": bce, "loss": loss}
+    mse, bce, loss, recon, kl, nelbo = (sums / len(x)).tolist()
+    out = {"mse": mse, "bce": bce, "loss": loss, "recon": recon}
     if model.density:
         out |= {"kl": kl, f"nelbo_{model.likelihood}": nelbo}
     return out
