@@ -37,10 +37,11 @@ def test_importance_estimate_tightens_as_k_grows_and_starts_at_the_elbo(small_va
 def test_reconstruction_metrics_report_the_models_own_loss(small_vae):
     vae, x = small_vae
     m = evaluate.reconstruction_metrics(vae, x)
-    assert m["loss"] == pytest.approx(m["bce"] + vae.beta * m["kl"], rel=1e-5)
+    assert m["recon"] == m["bce"]  # the bernoulli likelihood's term
+    assert m["loss"] == pytest.approx(m["recon"] + vae.beta * m["kl"], rel=1e-5)
     assert m["nelbo_bernoulli"] == pytest.approx(m["bce"] + m["kl"], rel=1e-5)
     ae = evaluate.reconstruction_metrics(model.AE([32], 4), x)
-    assert set(ae) == {"mse", "bce", "loss"} and ae["loss"] == ae["mse"]
+    assert set(ae) == {"mse", "bce", "loss", "recon"} and ae["loss"] == ae["recon"] == ae["mse"]
 
 
 def test_active_units_count_only_dims_that_vary():
