@@ -46,7 +46,10 @@ def main():
             {"original": originals} | {name: net.reconstruct(originals) for name, net in models.items()},
             "Test images and their reconstructions",
         ),
-        "interpolations.png": rows_figure(walks, "Decoded along straight lines between two test images' codes"),
+        "interpolations.png": rows_figure(
+            walks, "Decoded along straight lines between two test images' codes\n(each row ends at the model's "
+            "decoding of the two codes, which for a VAE can blur into another digit)"
+        ),
         "latent.png": latent_figure(
             {f"{name}: {net.code_name}": (project_2d(codes[name]), test_y) for name, net in models.items()},
             "The test set in latent space" + ("" if axis == "z" else ": the first two principal components"),
