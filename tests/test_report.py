@@ -46,7 +46,7 @@ def test_dvc_plots_show_renders_offline_in_chromium(tmp_path):
     scatters = sum(c.get("template") == "scatter" for c in charts)
     assert dom.count('class="marks"') == len(charts) and len(charts) - scatters >= 4 and scatters >= 2
     assert dom.count('aria-roledescription="line mark"') >= 2 * (len(charts) - scatters)
-    assert dom.count('aria-roledescription="symbol mark"') >= scatters
+    assert dom.count('aria-roledescription="point"') >= scatters  # the workspace's point in each
     pngs = sorted(p.name for p in (ROOT / "plots/images").glob("*.png"))
     assert pngs, "no committed images"
     for name in pngs:
