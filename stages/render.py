@@ -4,7 +4,7 @@ autoencoder (aevae.model.KINDS) into plots/images/, side by side."""
 import torch
 
 from aevae import config, data, model, run_stage, runtime
-from aevae.files import atomic_path, read_csv
+from aevae.files import atomic_path, read_curves
 from aevae.render import (
     interpolate,
     latent_figure,
@@ -55,7 +55,7 @@ def main():
             "The test set in latent space" + ("" if axis == "z" else ": the first two principal components"),
             axis,
         ),
-        "losses.png": losses_figure({name: read_csv(f"plots/{name.lower()}/losses.csv") for name in models}),
+        "losses.png": losses_figure({name: read_curves(f"metrics/{name.lower()}/train") for name in models}),
     }
     for name, net in models.items():
         if net.density and z_dim == 2:  # a grid through the N(0, I) prior

@@ -1,11 +1,12 @@
-"""train_ae / train_vae: `python stages/train.py KIND` trains one autoencoder (aevae.model.KINDS) and
-writes its model, its curves and its metrics; its training time goes to a file no stage reads."""
+"""train_ae / train_vae: `python stages/train.py KIND` trains one autoencoder (aevae.model.KINDS),
+logging each epoch with DVCLive into metrics/KIND/train/, then writes its model; its training time
+goes to a file no stage reads."""
 
 import torch
 
-from aevae import UserError, config, data, model, run_stage, runtime
-from aevae.files import write_csv, write_json
-from aevae.train import Diverged, fit, resolve_device, summary
+from aevae import UserError, config, data, live, model, run_stage, runtime
+from aevae.files import write_json
+from aevae.train import Diverged, fit, resolve_device
 
 
 def main(kind):
@@ -16,17 +17,18 @@ def main(kind):
     test_x, _ = data.load("data/mnist", "test")
     torch.manual_seed(p.train.seed)
     net = model.build(kind, p)
+    seconds = 0.0
     try:
-        rows, seconds = fit(net, (train_x,), (data.seen(test_x, p.data.binarize),), p.train, device,
-                            data.transform(p.data.binarize))
+        with live.logger(f"metrics/{kind}/train") as log:
+            for epoch in fit(net, (train_x,), (data.seen(test_x, p.data.binarize),), p.train, device,
+                                      data.transform(p.data.binarize)):
+                live.log_epoch(log, epoch.number, epoch.figures)
+                seconds += epoch.seconds
+            # Written once training has finished: a run that fails or is killed leaves the previous model.
+            model.save(net, f"models/{kind}.pt")
+            write_json(f"metrics/{kind}/time.json", {"train_seconds": round(seconds, 2)})
     except Diverged as e:
         raise UserError(f"{e}; try a smaller train.lr (now {p.train.lr})") from None
-
-    # Only now, all of them: a run that fails or is killed leaves the previous outputs as they were.
-    model.save(net, f"models/{kind}.pt")
-    write_csv(f"plots/{kind}/losses.csv", rows)
-    write_json(f"metrics/{kind}/train.json", summary(rows))
-    write_json(f"metrics/{kind}/time.json", {"train_seconds": round(sum(seconds), 2)})
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -14,7 +13,9 @@ import torch
 
 from helpers import ROOT, env, fails, idx_bytes, needs_mnist, ran, read_params, sh, snapshot, write_params
 
-OUTPUTS = ["models/vae.pt", "plots/vae/losses.csv", "metrics/vae/train.json", "metrics/vae/time.json"]
+LOG = "metrics/vae/train"  # DVCLive's folder (aevae.live)
+OUTPUTS = ["models/vae.pt", "metrics/vae/time.json", f"{LOG}/metrics.json"] + [
+    f"{LOG}/plots/metrics/{split}/{term}.tsv" for split in ("train", "test") for term in ("loss", "recon", "kl")]
 
 
 @pytest.fixture
@@ -38,23 +39,33 @@ def train(folder, wait=True):
     e = dict(os.environ, PYTHONPATH=str(ROOT / "src"), PYTHONUNBUFFERED="1")
     if wait:
         return subprocess.run(cmd, cwd=folder, env=e, capture_output=True, text=True)
-    return subprocess.Popen(cmd, cwd=folder, env=e, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    return subprocess.Popen(cmd, cwd=folder, env=e, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
 
 
-def kill_after(proc, pattern: str):
-    """SIGKILL proc (and its process group) once a line of its output matches; fail if it ended first."""
-    for line in proc.stdout:
-        if re.search(pattern, line):
-            break
-    else:
-        pytest.fail(f"the process ended (exit {proc.wait()}) before printing {pattern!r}")
-    assert proc.poll() is None, "the process ended before it could be killed"
+def logged(folder) -> dict:
+    """The DVCLive summary in folder (its `step` is the epoch); {} while there is none."""
+    try:
+        return json.loads((folder / "metrics.json").read_text())
+    except (OSError, ValueError):  # not there yet, or being written
+        return {}
+
+
+def but(files: dict, prefix: str) -> dict:
+    return {path: data for path, data in files.items() if not path.startswith(prefix)}
+
+
+def kill_when(proc, done):
+    """SIGKILL proc (and its process group) once done() holds; fail if the process ended first."""
+    while not done():
+        if proc.poll() is not None:
+            pytest.fail(f"the process ended (exit {proc.returncode}) before it could be killed")
+        time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL
 
 
-def test_a_stage_killed_mid_epoch_leaves_the_previous_outputs(workdir, raw_params):
+def test_a_stage_killed_mid_epoch_leaves_the_previous_model_and_its_own_partial_log(workdir, raw_params):
     assert train(workdir).returncode == 0
     before = snapshot(workdir)
     assert sorted(before) == sorted(OUTPUTS)
@@ -62,8 +73,11 @@ def test_a_stage_killed_mid_epoch_leaves_the_previous_outputs(workdir, raw_param
     raw_params["train"].update(epochs=50, seed=1)
     write_params(workdir, raw_params)
     proc = train(workdir, wait=False)
-    kill_after(proc, r"^VAE epoch 1/50")  # one epoch done, the next under way
-    assert snapshot(workdir) == before
+    old = logged(workdir / LOG)
+    kill_when(proc, lambda: logged(workdir / LOG) not in ({}, old))  # an epoch of the new run logged
+    after = snapshot(workdir)
+    assert but(after, LOG) == but(before, LOG)  # the model and its time as they were
+    assert 1 <= logged(workdir / LOG)["step"] < 50  # the log: what the killed run got through
 
     raw_params["train"].update(epochs=2)
     write_params(workdir, raw_params)
@@ -120,19 +134,22 @@ def test_mistakes_on_an_uncommitted_run_lose_nothing(ran_repo):
 
 
 @needs_mnist
-def test_a_killed_dvc_repro_keeps_every_output_and_the_lock(ran_repo):
+def test_a_killed_dvc_repro_keeps_the_lock_and_git_with_dvc_checkout_restore_the_run(ran_repo):
     before = snapshot(ran_repo)
     params = read_params(ran_repo)
     params["train"]["epochs"] = 50  # train_ae runs first, and long
     write_params(ran_repo, params)
-    proc = subprocess.Popen(
-        ["dvc", "repro"], cwd=ran_repo, env=env(ran_repo),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-    )
-    kill_after(proc, r"(^|\r)AE epoch 1/50: train")  # training under way: kill dvc and the stage with it
+    proc = subprocess.Popen(["dvc", "repro"], cwd=ran_repo, env=env(ran_repo), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    # Epoch 2 logged (the committed run has 1): training under way. Kill dvc and the stage with it.
+    kill_when(proc, lambda: logged(ran_repo / "metrics/ae/train").get("step", 0) >= 2)
 
-    assert snapshot(ran_repo) == before  # no partial file, nothing deleted, the lock as it was
-    sh(ran_repo, "git", "checkout", "--", "params.yaml")
+    after = snapshot(ran_repo)
+    assert after != before  # the killed run's partial log...
+    assert but(after, "metrics/ae/train/") == but(before, "metrics/ae/train/")  # ...and nothing else
+    sh(ran_repo, "git", "checkout", "--", ".")  # params.yaml, and the log: DVC keeps it in git (cache: false)
+    sh(ran_repo, "dvc", "checkout")
+    assert snapshot(ran_repo) == before
     assert "Data and pipelines are up to date" in sh(ran_repo, "dvc", "status")
 
     params["train"]["epochs"] = 2  # the change again, short enough to finish
@@ -161,3 +178,23 @@ def test_a_queued_sweep_runs_in_parallel_and_keeps_each_points_results(ran_repo)
     assert results[0]["kl"] != results[1]["kl"]  # each point kept its own results
     assert all(e["metrics"]["metrics/ae/evaluate.json"]["data"] == points[0]["metrics"]["metrics/ae/evaluate.json"]["data"]
                for e in points)  # and the AE, which beta does not reach, is the baseline's
+
+
+@needs_mnist
+def test_dvc_exp_show_follows_a_queued_run_epoch_by_epoch(ran_repo):
+    sh(ran_repo, "dvc", "exp", "run", "--queue", "-n", "long", "-S", "train.epochs=100")
+    # Not sh: the worker it starts would hold captured pipes open, and sh would wait for it to end.
+    subprocess.run(["dvc", "queue", "start"], cwd=ran_repo, env=env(ran_repo), stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, check=True)
+    try:
+        deadline, step = time.time() + 120, 0
+        while time.time() < deadline and step < 2:
+            time.sleep(1)
+            shown = json.loads(sh(ran_repo, "dvc", "exp", "show", "--json"))
+            (run,) = [e for b in shown for e in (b.get("experiments") or []) if e["name"] == "long"]
+            metrics = run["revs"][0]["data"]["metrics"].get("metrics/ae/train/metrics.json") or {}
+            step = metrics.get("data", {}).get("step", 0)
+        assert run["executor"]["state"] == "running"
+        assert step >= 2  # epochs logged by a run still under way (its committed baseline has 1)
+    finally:
+        sh(ran_repo, "dvc", "queue", "kill", "long")

@@ -20,10 +20,11 @@ def test_repro_runs_every_stage_and_writes_every_output(ran_repo, ran_log):
 
     (shown,) = [rev["data"] for rev in json.loads(sh(ran_repo, "dvc", "metrics", "show", "--json")).values()]
     metric = {path.removeprefix("metrics/").removesuffix(".json"): m["data"] for path, m in shown.items()}
-    assert set(metric) == {f"{kind}/{what}" for kind in ("ae", "vae", "classifier") for what in ("train", "time")} | {
-        "ae/evaluate", "vae/evaluate"}
-    assert metric["ae/train"]["epochs"] == metric["vae/train"]["epochs"] == 1
-    assert metric["ae/train"]["train_kl"] == 0 < metric["vae/train"]["test_kl"]
+    assert set(metric) == {f"{kind}/{what}" for kind in ("ae", "vae", "classifier")
+                           for what in ("train/metrics", "time")} | {"ae/evaluate", "vae/evaluate"}
+    ae_train, vae_train = metric["ae/train/metrics"], metric["vae/train/metrics"]  # DVCLive's summaries
+    assert ae_train["step"] == vae_train["step"] == 1  # the epochs
+    assert ae_train["train"]["kl"] == 0 < vae_train["test"]["kl"]
     assert all(m["train_seconds"] > 0 for name, m in metric.items() if name.endswith("/time"))
     ae, vae = metric["ae/evaluate"], metric["vae/evaluate"]
     common = {"mse", "bce", "loss", "recon", "active_units", "probe_accuracy", "frechet_samples", "confident_samples",
@@ -36,12 +37,11 @@ def test_repro_runs_every_stage_and_writes_every_output(ran_repo, ran_log):
         assert point == {"model": kind, "rate": m.get("kl"), "distortion": m["recon"],
                          "frechet_samples": m["frechet_samples"]}
     assert vae["nll_is_gaussian"] < vae["nelbo_gaussian"]
-    scorer = metric["classifier/train"]
+    scorer = metric["classifier/train/metrics"]
     assert 0 < scorer["frechet_train_set"] < vae["frechet_samples"]
-    assert scorer["test_accuracy"] > 0.5  # 2000 images, 1 epoch; chance is 0.1
-    losses = (ran_repo / "plots/vae/losses.csv").read_text().splitlines()
-    assert losses[0] == "epoch,train_loss,test_loss,train_recon,test_recon,train_kl,test_kl"
-    assert len(losses) == 2
+    assert scorer["test"]["accuracy"] == 1 - scorer["test"]["error"] > 0.5  # 2000 images, 1 epoch; chance is 0.1
+    curve = (ran_repo / "metrics/vae/train/plots/metrics/test/kl.tsv").read_text()
+    assert curve == f"step\tkl\n1\t{vae_train['test']['kl']}\n"
 
 
 @needs_mnist
@@ -54,7 +54,7 @@ def test_an_experiment_reruns_only_what_its_params_reach(ran_repo):
     params = json.loads(sh(ran_repo, "dvc", "params", "diff", "--json"))
     assert params == {"params.yaml": {"vae.beta": {"old": 1.0, "new": 4, "diff": 3.0}}}
     metrics = json.loads(sh(ran_repo, "dvc", "metrics", "diff", "--json"))
-    assert {"metrics/vae/train.json", "metrics/vae/evaluate.json"} <= set(metrics)
+    assert {"metrics/vae/train/metrics.json", "metrics/vae/evaluate.json"} <= set(metrics)
     assert not any(path.startswith("metrics/ae/") for path in metrics)
     assert (ran_repo / "metrics/ae/evaluate.json").read_bytes() == ae_metrics
     assert not (ran_repo / "plots/images/manifold.png").exists()  # z = 50 here: tests/test_render.py draws one

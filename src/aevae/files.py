@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 import shutil
@@ -44,17 +43,16 @@ def write_json(path: str | Path, obj) -> None:
     write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
 
 
-def write_csv(path: str | Path, rows: list[dict]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_bytes(path, buf.getvalue().encode())
-
-
-def read_csv(path: str | Path) -> list[dict[str, float]]:
-    with open(path, newline="") as f:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+def read_curves(folder: str | Path) -> dict[str, tuple[list[int], list[float]]]:
+    """The per-epoch curves a training stage logged with DVCLive (aevae.live) into `folder`, as
+    {"<split>/<term>": (steps, values)}, e.g. "test/loss"."""
+    curves = {}
+    for path in sorted(Path(folder, "plots/metrics").glob("*/*.tsv")):
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f, delimiter="\t"))
+        steps, values = [int(r["step"]) for r in rows], [float(r[path.stem]) for r in rows]
+        curves[f"{path.parent.name}/{path.stem}"] = (steps, values)
+    return curves
 
 
 def _umask() -> int:

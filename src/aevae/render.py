@@ -113,19 +113,19 @@ def latent_figure(panels: dict[str, tuple[torch.Tensor, torch.Tensor]], title: s
     return fig
 
 
-def losses_figure(curves: dict[str, list[dict]]) -> Figure:
-    """Per-epoch train (dashed) and test (solid) curves: the objective, and its two terms apart."""
+def losses_figure(curves: dict[str, dict[str, tuple[list[int], list[float]]]]) -> Figure:
+    """Per-epoch train (dashed) and test (solid) curves of each model (aevae.files.read_curves): the
+    objective, and its two terms apart."""
     fig = Figure(figsize=(15, 4.2))
     axes = fig.subplots(1, 3)
     panels = [("loss", "Objective per image"), ("recon", "Reconstruction term per image"), ("kl", "KL term per image")]
-    for ax, (column, title) in zip(axes, panels):
-        for (name, rows), color in zip(curves.items(), ["tab:blue", "tab:orange"]):
-            if column == "kl" and not any(r["train_kl"] for r in rows):
+    for ax, (term, title) in zip(axes, panels):
+        for (name, model_curves), color in zip(curves.items(), ["tab:blue", "tab:orange"]):
+            if term == "kl" and not any(model_curves["train/kl"][1]):
                 continue  # the AE has no KL term
-            epochs = [r["epoch"] for r in rows]
-            ax.plot(epochs, [r[f"train_{column}"] for r in rows], "--", color=color, label=f"{name} train")
-            ax.plot(epochs, [r[f"test_{column}"] for r in rows], "-o", ms=3, color=color, label=f"{name} test")
-        ax.set(title=title, xlabel="epoch", ylabel="nats" if column == "kl" else "per-image loss")
+            ax.plot(*model_curves[f"train/{term}"], "--", color=color, label=f"{name} train")
+            ax.plot(*model_curves[f"test/{term}"], "-o", ms=3, color=color, label=f"{name} test")
+        ax.set(title=title, xlabel="epoch", ylabel="nats" if term == "kl" else "per-image loss")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()

@@ -1,5 +1,6 @@
 """One training loop for any model whose `loss(*batch)` returns a NamedTuple of loss terms summed
-over the batch, the first of them the objective; it knows nothing else about the model.
+over the batch, the first of them the objective; it knows nothing else about the model, nor
+about logging: it yields each epoch's figures, and the stages log them (aevae.live).
 
 Speed comes from keeping the whole dataset in one tensor on the device, batching by
 indexing it (no DataLoader, no per-sample transforms), a fused optimiser step, and
@@ -11,7 +12,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import NamedTuple
 
 import torch
 from tqdm import tqdm
@@ -29,6 +31,12 @@ def resolve_device(name: str, key: str) -> torch.device:
     return torch.device(name)
 
 
+class Epoch(NamedTuple):
+    number: int
+    figures: dict[str, dict[str, float]]  # {"train": {term: mean}, "test": {term: mean}}, the model's loss terms
+    seconds: float  # wall time of the training pass: the one figure that differs between runs
+
+
 class Diverged(Exception):
     """The loss stopped being a finite number; the message says where."""
 
@@ -40,12 +48,10 @@ def fit(
     cfg: Train,
     device: torch.device,
     transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-) -> tuple[list[dict], list[float]]:
+) -> Iterator[Epoch]:
     """Train with AdamW on (inputs, *targets) tensors; `transform` maps each training batch's inputs.
 
-    Returns a row per epoch: `epoch`, then `train_<term>` and `test_<term>` for each of the model's
-    loss terms (per-example means); and apart, since it is the one figure that differs between
-    runs, the wall time of each epoch's training pass in seconds.
+    Yields an Epoch as each epoch ends.
     Randomness (init aside) comes from torch's global generators: seed them before building the model.
     Raises Diverged when a loss stops being finite.
     """
@@ -54,14 +60,13 @@ def fit(
     test = tuple(t.to(device) for t in test)
     n = len(train[0])
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
-    rows, seconds = [], []
-    for epoch in range(1, cfg.epochs + 1):
+    epochs = tqdm(range(1, cfg.epochs + 1), desc=type(model).__name__, unit="epoch")
+    for epoch in epochs:
         model.train()
         start = time.perf_counter()
         batches = torch.randperm(n, device=device).split(cfg.batch_size)
         steps = None  # each step's loss terms, on the device, read once per epoch
-        name = f"{type(model).__name__} epoch {epoch}/{cfg.epochs}"
-        for step, idx in enumerate(tqdm(batches, desc=name, unit="batch", leave=False)):
+        for step, idx in enumerate(tqdm(batches, desc=f"epoch {epoch}", unit="batch", leave=False)):
             x, *targets = (t[idx] for t in train)
             terms = model.loss(transform(x) if transform else x, *targets)
             opt.zero_grad(set_to_none=True)
@@ -72,7 +77,7 @@ def fit(
                     steps = torch.empty(len(batches), len(terms), device=device)
                 steps[step] = torch.stack(terms)
         train_means = (steps.sum(0) / n).tolist()  # the epoch's one host sync
-        seconds.append(time.perf_counter() - start)
+        seconds = time.perf_counter() - start
         if not all(map(math.isfinite, train_means)):
             step = int((~steps.isfinite().all(1)).nonzero()[0]) + 1
             raise Diverged(f"training diverged in epoch {epoch}, step {step} of {len(batches)}: the loss became "
@@ -80,13 +85,9 @@ def fit(
         test_means = mean_losses(model, test)
         if not all(map(math.isfinite, test_means)):
             raise Diverged(f"the test loss became {test_means[0]} after epoch {epoch}")
-        row = {"epoch": epoch}
-        for term, tr, te in zip(terms._fields, train_means, test_means):
-            row |= {f"train_{term}": tr, f"test_{term}": te}
-        rows.append(row)
-        print(f"{name}: train {terms._fields[0]} {train_means[0]:.3f}, test {test_means[0]:.3f}, "
-              f"{seconds[-1]:.1f} s", flush=True)
-    return rows, seconds
+        epochs.set_postfix(train=f"{train_means[0]:.3f}", test=f"{test_means[0]:.3f}")
+        figures = {"train": dict(zip(terms._fields, train_means)), "test": dict(zip(terms._fields, test_means))}
+        yield Epoch(epoch, figures, seconds)
 
 
 @torch.no_grad()
@@ -97,8 +98,3 @@ def mean_losses(model: torch.nn.Module, data: tuple[torch.Tensor, ...], batch_si
     for batch in zip(*(t.split(batch_size) for t in data)):
         sums = sums + torch.stack(model.loss(*batch))
     return (sums / len(data[0])).tolist()
-
-
-def summary(rows: list[dict]) -> dict:
-    """The final epoch's figures, with the number of epochs."""
-    return {"epochs": len(rows), **{k: v for k, v in rows[-1].items() if k != "epoch"}}

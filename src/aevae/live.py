@@ -1,0 +1,52 @@
+"""Per-epoch logging with DVCLive, the DVC ecosystem's logger: `dvc exp show`, `dvc plots` and DVC's
+VS Code extension see a training stage's figures while it runs, not only once it has finished.
+
+A stage logs into a folder of its own, which dvc.yaml declares: DVCLive's summary
+`<folder>/metrics.json` (the latest epoch, with `step`, the epoch's number) and a curve per figure,
+`<folder>/plots/metrics/<split>/<term>.tsv` (columns `step` and the term). No timestamps: the same
+params give the same bytes.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from dvclive import Live
+
+
+@contextmanager
+def logger(folder: str | Path) -> Iterator[Live]:
+    """A DVCLive logger writing into `folder`, which it empties first (DVCLive's way).
+
+    DVC runs the stage, so DVCLive writes no dvc.yaml and saves no experiment of its own. If the
+    block raises (divergence, Ctrl-C), `folder` is put back as it was: a mistake loses no earlier
+    results, even ones that git does not hold yet. A process killed outright leaves the partial log,
+    and dvc.lock as it was; `git checkout` restores the last good run's.
+    """
+    folder = Path(folder)
+    with tempfile.TemporaryDirectory() as keep:
+        old = Path(keep) / "old"
+        if folder.exists():
+            shutil.copytree(folder, old)
+        live = Live(str(folder), save_dvc_exp=False, dvcyaml=None)
+        try:
+            yield live
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            if old.exists():
+                shutil.copytree(old, folder)
+            raise
+        live.end()
+
+
+def log_epoch(live: Live, epoch: int, figures: dict[str, dict[str, float]]) -> None:
+    """One epoch's figures, {split: {term: value}}, as `<split>/<term>` at step `epoch`."""
+    live.step = epoch
+    for split, terms in figures.items():
+        for term, value in terms.items():
+            live.log_metric(f"{split}/{term}", value)
+    live.next_step()
