@@ -21,7 +21,7 @@ def main(kind):
     try:
         with live.logger(f"metrics/{kind}/train") as log:
             for epoch in fit(net, (train_x,), (data.seen(test_x, p.data.binarize),), p.train, device,
-                                      data.transform(p.data.binarize)):
+                             data.transform(p.data.binarize), net.start_epoch):
                 live.log_epoch(log, epoch.number, epoch.figures)
                 seconds += epoch.seconds
             # Written once training has finished: a run that fails or is killed leaves the previous model.

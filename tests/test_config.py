@@ -27,7 +27,7 @@ def test_the_shipped_params_load():
         ("train", "lr", -0.1, "train.lr = -0.1 is not accepted"),
         ("train", "device", "tpu", "train.device = 'tpu' is not accepted; expected auto, cpu or cuda"),
         ("train", "batch_size", 100000, "train.batch_size = 100000 is larger than data.train_size"),
-        ("vae", "likelihood", "poisson", "vae.likelihood = 'poisson' is not accepted; expected gaussian or bernoulli"),
+        ("vae", "likelihood", "poisson", "vae.likelihood = 'poisson' is not accepted; expected gaussian, bernoulli or continuous_bernoulli"),
         ("vae", "beta", -1, "vae.beta = -1 is not accepted"),
         ("data", "train_size", 60001, "data.train_size = 60001 is not accepted; expected an int from 1 to 60000"),
         ("data", "binarize", "static", "data.binarize = 'static' is not accepted; expected none or dynamic"),

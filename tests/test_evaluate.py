@@ -1,3 +1,5 @@
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -29,7 +31,7 @@ def test_importance_estimate_tightens_as_k_grows_and_starts_at_the_elbo(small_va
     vae, x = small_vae
     torch.manual_seed(1)
     nelbo = evaluate.reconstruction_metrics(vae, x)["nelbo_bernoulli"]
-    nll = {k: evaluate.importance_nll(vae, x, k, chunk=64) for k in (1, 10, 200)}
+    nll = {k: evaluate.importance_nll(vae, x, k, chunk=64).mean().item() for k in (1, 10, 200)}
     assert nll[1] == pytest.approx(nelbo, rel=0.01)  # k = 1 is a one-sample negative ELBO, whatever beta
     assert nll[1] > nll[10] > nll[200]
 
@@ -72,3 +74,21 @@ def test_classify_gives_features_and_probabilities():
     feats, probs = classifier.classify(classifier.Classifier(), torch.rand(7, 784))
     assert feats.shape == (7, 128) and probs.shape == (7, 10)
     assert torch.allclose(probs.sum(1), torch.ones(7))
+
+
+def test_quadrature_is_the_exact_nll_of_a_2d_vae_that_importance_sampling_bounds_from_above():
+    torch.manual_seed(0)
+    vae = model.VAE([32], 2, likelihood="bernoulli")
+    x = torch.rand(20, 784).bernoulli()
+    exact = evaluate.quadrature_nll(vae, x, 6.0, 0.05)
+    assert torch.allclose(evaluate.quadrature_nll(vae, x, 6.0, 0.025), exact, atol=1e-3)  # converged
+    assert not torch.allclose(evaluate.quadrature_nll(vae, x, 6.0, 1.0), exact, atol=1e-3)  # a coarse grid is off
+    torch.manual_seed(1)
+    is_nll = evaluate.importance_nll(vae, x, 2000)
+    gap = is_nll - exact
+    assert gap.abs().max() < 0.2 and gap.mean() > -0.01  # IS agrees, and bounds it from above on average
+    cfg = SimpleNamespace(quadrature_range=6.0, quadrature_step=0.05)
+    m = evaluate.quadrature_metrics(vae, x, is_nll, cfg)
+    assert m["nll_quadrature_bernoulli"] == pytest.approx(exact.mean().item())
+    assert abs(m["quadrature_change_at_half_step"]) < 1e-3 and m["is_gap_mean"] == pytest.approx(
+        (is_nll - exact).mean().item())

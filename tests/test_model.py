@@ -11,10 +11,11 @@ from helpers import ROOT
 KINDS = list(model.KINDS)
 
 
-@pytest.fixture(params=KINDS)
+@pytest.fixture(params=[(kind, arch) for kind in KINDS for arch in ("mlp", "conv")])
 def net(request):
     torch.manual_seed(0)
-    return model.KINDS[request.param]([32, 16], 3)
+    kind, arch = request.param
+    return model.KINDS[kind]([32, 16], 3, arch=arch, channels=[4, 8])
 
 
 def test_every_autoencoder_offers_the_interface(net):
@@ -132,14 +133,15 @@ def test_samples_decode_draws_from_the_prior():
     assert torch.allclose(seen[0].std(0), torch.tensor([0.1, 2.0]), rtol=0.05)
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_checkpoint_round_trip(tmp_path, raw_params, kind):
-    raw_params["vae"].update(beta=2.0, likelihood="bernoulli")
-    raw_params["model"].update(hidden_dims=[16, 8], z_dim=4)
+@pytest.mark.parametrize("kind, arch", [(kind, arch) for kind in KINDS for arch in ("mlp", "conv")])
+def test_checkpoint_round_trip(tmp_path, raw_params, kind, arch):
+    raw_params["vae"].update(beta=2.0, likelihood="continuous_bernoulli", kl_warmup_epochs=3, iw_samples=5)
+    raw_params["model"].update(hidden_dims=[16, 8], z_dim=4, arch=arch, channels=[4, 8, 16])
     net = model.build(kind, config.parse(raw_params))
     model.save(net, tmp_path / "m.pt")
     back = model.load(tmp_path / "m.pt")
-    assert type(back) is type(net) and back.args == net.args and (back.beta, back.likelihood) == (net.beta, net.likelihood)
+    assert type(back) is type(net) and back.args == net.args
+    assert (back.kl_weight, back.likelihood) == (net.kl_weight, net.likelihood)
     z = torch.randn(2, 4)
     assert torch.equal(back.decode(z), net.decode(z))
     assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]  # no temporary left behind
@@ -156,3 +158,82 @@ def test_no_code_outside_the_model_module_checks_a_model_class():
     for path in [*(ROOT / "src/aevae").glob("*.py"), *(ROOT / "stages").glob("*.py"), *(ROOT / "bench").glob("*.py")]:
         if path.name != "model.py":
             assert not check.search(path.read_text()), f"{path} names a model class: use the interface and build()"
+
+
+def test_the_conv_arch_is_two_strided_convolutions_each_way_and_reads_channels():
+    net = model.VAE([512], 2, arch="conv", channels=[32, 64])
+    convs = [(m.in_channels, m.out_channels, m.stride) for m in net.encoder if isinstance(m, torch.nn.Conv2d)]
+    assert convs == [(1, 32, (2, 2)), (32, 64, (2, 2))] and net.head.in_features == 64 * 7 * 7
+    deconvs = [(m.in_channels, m.out_channels) for m in net.decoder if isinstance(m, torch.nn.ConvTranspose2d)]
+    assert deconvs == [(64, 32), (32, 1)]
+    assert not any(isinstance(m, torch.nn.Linear) and m.in_features == 512 for m in net.modules())  # no hidden_dims
+
+
+@pytest.mark.parametrize("logit", [0.0, 1e-4, -5e-3, 9e-3, 0.011, 0.3, -2.0, 8.0, -25.0])
+def test_the_continuous_bernoulli_normaliser_matches_numerical_integration(logit):
+    lam = torch.sigmoid(torch.tensor(logit, dtype=torch.float64))
+    x = torch.linspace(0, 1, 200_001, dtype=torch.float64)
+    integral = torch.trapezoid(lam**x * (1 - lam) ** (1 - x), x)  # of the unnormalised density
+    log_c = model.cb_log_norm(torch.tensor(logit, dtype=torch.float64))
+    assert log_c.item() == pytest.approx(-math.log(integral.item()), abs=1e-7)  # below 1e-2: the Taylor branch
+    # and the float32 the models use stays accurate on both sides of the branch
+    assert model.cb_log_norm(torch.tensor(logit)).item() == pytest.approx(log_c.item(), abs=1e-6)
+
+
+def test_the_continuous_bernoulli_likelihood_is_a_density_on_the_unit_interval():
+    logits = torch.tensor([[-3.0], [0.0], [0.5], [6.0]], dtype=torch.float64)
+    x = torch.linspace(0, 1, 100_001, dtype=torch.float64)
+    nll = model.recon_loss(logits.expand(4, len(x)).reshape(-1, 1), x.repeat(4).reshape(-1, 1), "continuous_bernoulli")
+    mass = torch.trapezoid(torch.exp(-nll).reshape(4, -1), x)
+    assert torch.allclose(mass, torch.ones(4, dtype=torch.float64), atol=1e-6)
+    means = torch.trapezoid(x * torch.exp(-nll).reshape(4, -1), x)
+    assert torch.allclose(model.mean_image(logits[:, 0], "continuous_bernoulli"), means, atol=1e-4)
+
+
+@pytest.mark.parametrize("likelihood", ["gaussian", "bernoulli", "continuous_bernoulli"])
+def test_log_likelihoods_are_every_pairs_recon_nll(likelihood):
+    logits, x = 3 * torch.randn(5, 784), torch.rand(7, 784)
+    pairs = -model.recon_nll(logits.expand(7, 5, 784), x[:, None].expand(7, 5, 784), likelihood)
+    assert torch.allclose(model.log_likelihoods(logits, x, likelihood), pairs, rtol=1e-4, atol=1e-2)
+
+
+def test_kl_warmup_ramps_the_kl_weight_from_0_to_beta():
+    net = model.VAE([8], 2, beta=2.0, kl_warmup_epochs=4)
+    weights = []
+    for epoch in range(1, 8):
+        net.start_epoch(epoch)
+        weights.append(net.kl_weight)
+    assert weights == [0.0, 0.5, 1.0, 1.5, 2.0, 2.0, 2.0]
+    x = torch.rand(3, 784)
+    torch.manual_seed(0)
+    loss, recon, kl = net.loss(x)
+    assert loss.item() == pytest.approx(recon.item() + 2.0 * kl.item())
+    assert model.VAE([8], 2, beta=2.0).kl_weight == 2.0  # no warm-up: beta from the start
+
+
+def test_iwae_with_one_sample_is_the_elbo_and_more_samples_bound_tighter():
+    torch.manual_seed(0)
+    net, x = model.VAE([32], 4, likelihood="bernoulli", iw_samples=1), torch.rand(16, 784).bernoulli()
+    mu, logvar = net.encode(x)
+    torch.manual_seed(1)
+    log_w, nll = net.log_weights(x, 1, q=(mu, logvar))
+    torch.manual_seed(1)
+    z = net.reparameterize(mu, logvar)  # the same draw
+    log_q = torch.distributions.Normal(mu, (0.5 * logvar).exp()).log_prob(z).sum(-1)
+    log_p = torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1)
+    elbo = -model.recon_nll(net.decoder(z), x, "bernoulli") + log_p - log_q
+    assert torch.allclose(log_w[0], elbo, atol=1e-3)  # k = 1: the log-mean-exp of one weight is the ELBO
+    # ... whose expectation has the closed-form KL the k = 1 loss uses
+    torch.manual_seed(2)
+    many, nll = net.log_weights(x, 20_000, q=(mu, logvar))
+    assert torch.allclose((-many - nll).mean(0), model.kl_divergence(mu, logvar), rtol=0.02, atol=0.05)
+
+    losses = {}
+    for k in (1, 5, 50):
+        net.iw_samples = k
+        torch.manual_seed(3)
+        losses[k] = sum(net.loss(x).loss.item() for _ in range(20)) / 20
+    assert losses[1] > losses[5] > losses[50]  # Burda et al.: the bound tightens with k
+    terms = net.loss(x)
+    terms.loss.backward()
+    assert all(p.grad is not None for p in net.parameters())

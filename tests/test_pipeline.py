@@ -1,6 +1,7 @@
 """The real `dvc repro` on real MNIST, in a throwaway copy of this repository, with a tiny config."""
 
 import json
+import math
 import shutil
 
 import pytest
@@ -58,6 +59,25 @@ def test_an_experiment_reruns_only_what_its_params_reach(ran_repo):
     assert not any(path.startswith("metrics/ae/") for path in metrics)
     assert (ran_repo / "metrics/ae/evaluate.json").read_bytes() == ae_metrics
     assert not (ran_repo / "plots/images/manifold.png").exists()  # z = 50 here: tests/test_render.py draws one
+
+
+@needs_mnist
+@pytest.mark.parametrize("options, expected", [
+    # the conv networks, the continuous Bernoulli, and a 2-D latent space: the exact NLL by quadrature
+    (["model.arch=conv", "vae.likelihood=continuous_bernoulli", "model.z_dim=2", "evaluate.quadrature_step=0.25"],
+     {"nelbo_continuous_bernoulli", "nll_is_continuous_bernoulli", "nll_quadrature_continuous_bernoulli",
+      "quadrature_change_at_half_step", "is_gap_mean", "is_gap_over_10_nats"}),
+    # the IWAE objective and KL warm-up, on the literature's binarised digits
+    (["vae.iw_samples=3", "vae.kl_warmup_epochs=2", "train.epochs=2", "vae.likelihood=bernoulli",
+      "data.binarize=dynamic"], {"nelbo_bernoulli", "nll_is_bernoulli"}),
+])
+def test_each_new_option_runs_as_an_experiment_with_finite_metrics(ran_repo, options, expected):
+    sh(ran_repo, "dvc", "exp", "run", *(arg for o in options for arg in ("-S", o)))
+    vae = json.loads((ran_repo / "metrics/vae/evaluate.json").read_text())
+    assert expected <= set(vae) and all(math.isfinite(v) for v in vae.values())
+    log = json.loads((ran_repo / "metrics/vae/train/metrics.json").read_text())
+    assert all(math.isfinite(v) for split in ("train", "test") for v in log[split].values())
+    assert (ran_repo / "plots/images/samples.png").stat().st_size > 10_000
 
 
 def outputs(repo):

@@ -43,7 +43,8 @@ def test_each_epoch_has_the_models_terms_and_the_loss_is_recon_plus_beta_kl(raw_
 
 def test_ae_has_no_kl(raw_params):
     _, rows = run(small_train_cfg(raw_params, epochs=1, batch_size=32), torch.rand(768, 784), raw_params, kind="ae")
-    assert rows[0]["train"]["kl"] == rows[0]["test"]["kl"] == 0 and rows[0]["train"]["loss"] == rows[0]["train"]["recon"]
+    train, test = rows[0]["train"], rows[0]["test"]
+    assert train["kl"] == test["kl"] == 0 and train["loss"] == train["recon"]
 
 
 def test_same_seed_same_numbers_and_weights(raw_params):

@@ -36,8 +36,13 @@ class Data:
 
 @dataclass(frozen=True)
 class Model:
+    arch: Literal["mlp", "conv"] = spec("mlp or conv")
     hidden_dims: tuple[int, ...] = spec(
         "a non-empty list of ints >= 1, e.g. [512, 256]", lambda v: len(v) > 0 and min(v) >= 1
+    )
+    channels: tuple[int, ...] = spec(
+        "a list of 1 to 4 ints >= 1, e.g. [32, 64] (each convolution halves the 28-pixel side)",
+        lambda v: 1 <= len(v) <= 4 and min(v) >= 1,
     )
     z_dim: int = spec("an int >= 1", lambda v: v >= 1)
 
@@ -60,7 +65,10 @@ class Classifier(Train):
 @dataclass(frozen=True)
 class VAE:
     beta: float = spec("a number >= 0", lambda v: v >= 0)
-    likelihood: Literal["gaussian", "bernoulli"] = spec("gaussian or bernoulli")
+    likelihood: Literal["gaussian", "bernoulli", "continuous_bernoulli"] = spec(
+        "gaussian, bernoulli or continuous_bernoulli")
+    kl_warmup_epochs: int = spec("an int >= 0", lambda v: v >= 0)
+    iw_samples: int = spec("an int >= 1", lambda v: v >= 1)
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,8 @@ class Evaluate:
     seed: int = spec("an int >= 0", lambda v: v >= 0)
     iw_samples: int = spec("an int >= 1", lambda v: v >= 1)
     samples: int = spec("an int >= 2", lambda v: v >= 2)
+    quadrature_range: float = spec("a number > 0", lambda v: v > 0)
+    quadrature_step: float = spec("a number > 0", lambda v: v > 0)
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,12 @@ from typing import BinaryIO, NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.distributions import ContinuousBernoulli
 
 from aevae import UserError, checkpoint
 
-IMAGE_DIM = 28 * 28
+IMAGE_SIDE = 28
+IMAGE_DIM = IMAGE_SIDE * IMAGE_SIDE
 LOG_2PI = math.log(2 * math.pi)
 # -log N(x; mu, I/2) - ||x - mu||^2: summed squared error is the NLL of a Gaussian of variance 1/2, up to this.
 GAUSSIAN_NLL_CONSTANT = 0.5 * IMAGE_DIM * math.log(math.pi)
@@ -30,21 +32,58 @@ class Losses(NamedTuple):
     kl: torch.Tensor
 
 
-def mlp(dims: list[int], last_relu: bool = False) -> nn.Sequential:
+def encoder(arch: str, hidden_dims: list[int], channels: list[int]) -> tuple[list[nn.Module], int]:
+    """The encoder's layers, from flat images to its last hidden features (after a ReLU), and their
+    width. mlp: a linear layer per `hidden_dims`; conv: a 4x4, stride-2 convolution per `channels`."""
     layers = []
-    for i, (d_in, d_out) in enumerate(zip(dims, dims[1:])):
-        layers.append(nn.Linear(d_in, d_out))
-        if last_relu or i < len(dims) - 2:
+    if arch == "mlp":
+        width = IMAGE_DIM
+        for d in hidden_dims:
+            layers += [nn.Linear(width, d), nn.ReLU()]
+            width = d
+        return layers, width
+    c, side = 1, IMAGE_SIDE
+    layers.append(nn.Unflatten(1, (1, side, side)))
+    for d in channels:
+        layers += [nn.Conv2d(c, d, 4, stride=2, padding=1), nn.ReLU()]
+        c, side = d, side // 2
+    return layers + [nn.Flatten()], c * side * side
+
+
+def decoder(arch: str, hidden_dims: list[int], channels: list[int], z_dim: int) -> nn.Sequential:
+    """The encoder mirrored, from z to one logit per pixel."""
+    if arch == "mlp":
+        layers, width = [], z_dim
+        for d in reversed(hidden_dims):
+            layers += [nn.Linear(width, d), nn.ReLU()]
+            width = d
+        return nn.Sequential(*layers, nn.Linear(width, IMAGE_DIM))
+    sides = [IMAGE_SIDE]
+    for _ in channels:
+        sides.append(sides[-1] // 2)
+    c, side = channels[-1], sides[-1]
+    layers = [nn.Linear(z_dim, c * side * side), nn.ReLU(), nn.Unflatten(1, (c, side, side))]
+    outs = [1, *channels[:-1]]
+    for i in reversed(range(len(channels))):
+        # output_padding brings an odd side back (3 -> 7), which the stride-2 convolution halved down.
+        layers.append(nn.ConvTranspose2d(channels[i], outs[i], 4, stride=2, padding=1,
+                                         output_padding=sides[i] - 2 * sides[i + 1]))
+        if i:
             layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
+    return nn.Sequential(*layers, nn.Flatten())
 
 
 def recon_loss(logits: torch.Tensor, x: torch.Tensor, likelihood: str) -> torch.Tensor:
-    """Per-image reconstruction loss summed over pixels: squared error (gaussian) or cross-entropy (bernoulli)."""
+    """Per-image reconstruction loss summed over pixels: squared error (gaussian), cross-entropy
+    (bernoulli), or cross-entropy minus the log-normaliser (continuous_bernoulli: a proper density
+    for grey pixels, where cross-entropy is not one)."""
     if likelihood == "gaussian":
         return F.mse_loss(torch.sigmoid(logits), x, reduction="none").sum(-1)
     # From logits, not from sigmoid outputs: stays finite where the sigmoid saturates.
-    return F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
+    nll = F.binary_cross_entropy_with_logits(logits, x, reduction="none")
+    if likelihood == "continuous_bernoulli":
+        nll = nll - cb_log_norm(logits)
+    return nll.sum(-1)
 
 
 def recon_nll(logits: torch.Tensor, x: torch.Tensor, likelihood: str) -> torch.Tensor:
@@ -53,30 +92,59 @@ def recon_nll(logits: torch.Tensor, x: torch.Tensor, likelihood: str) -> torch.T
     return nll + GAUSSIAN_NLL_CONSTANT if likelihood == "gaussian" else nll
 
 
+def log_likelihoods(logits: torch.Tensor, x: torch.Tensor, likelihood: str) -> torch.Tensor:
+    """log p(x_n | z_g) for every image x_n (N rows) and every decoded z_g (G rows of logits), as an
+    (N, G) matrix: one matmul, where -recon_nll over every pair would make N x G passes over the pixels."""
+    if likelihood == "gaussian":
+        mean = torch.sigmoid(logits)
+        return 2 * x @ mean.T - x.pow(2).sum(1, keepdim=True) - mean.pow(2).sum(1) - GAUSSIAN_NLL_CONSTANT
+    out = x @ logits.T - F.softplus(logits).sum(1)  # sum of x log(lambda) + (1 - x) log(1 - lambda)
+    return out + cb_log_norm(logits).sum(1) if likelihood == "continuous_bernoulli" else out
+
+
+def cb_log_norm(logits: torch.Tensor) -> torch.Tensor:
+    """log C(lambda), the continuous Bernoulli's log-normaliser (Loaiza-Ganem & Cunningham 2019), from
+    the logit l of lambda: C = 2 atanh(1 - 2 lambda) / (1 - 2 lambda) = l / tanh(l / 2). At l = 0
+    (lambda = 1/2) that is 0/0, so near it: the Taylor series, log 2 + l^2 / 12 (next term l^4 / 1440)."""
+    small = logits.abs() < 1e-2
+    safe = torch.where(small, torch.ones_like(logits), logits)
+    return torch.where(small, math.log(2) + logits.pow(2) / 12, torch.log(safe / torch.tanh(safe / 2)))
+
+
+def mean_image(logits: torch.Tensor, likelihood: str) -> torch.Tensor:
+    """E[x|z], the image a decoder's logits stand for: lambda = sigmoid(l) for the gaussian and the
+    bernoulli; the continuous Bernoulli's mean is not lambda, but pulled towards 1/2."""
+    if likelihood == "continuous_bernoulli":
+        return ContinuousBernoulli(logits=logits).mean
+    return torch.sigmoid(logits)
+
+
 def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(N(mu, exp(logvar)) || N(0, I)) per image, in closed form."""
     return -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(-1)
 
 
 class Autoencoder(nn.Module):
-    """What every autoencoder offers. A subclass gives `encoder`, `code`, `forward`, `prior` and the
-    class attributes below; the decoder, the loss, reconstruction and sampling are shared.
+    """What every autoencoder offers. A subclass gives `code`, `forward`, `prior` and the class
+    attributes below; the decoder, the loss, reconstruction and sampling are shared.
 
     `density` says whether the model defines p(x), so that its KL, ELBO and importance-sampled
     likelihood exist; `code_name` and `prior_name` caption its codes and its samples in figures.
+    The networks are `arch`'s (see `encoder`): mlp reads `hidden_dims`, conv reads `channels`.
     """
 
     density = False
     code_name = "codes"
     prior_name = "prior"
     likelihood = "gaussian"
-    beta = 0.0
+    kl_weight = 0.0  # the KL term's weight in the loss
 
-    def __init__(self, hidden_dims: list[int], z_dim: int):
+    def __init__(self, hidden_dims: list[int], z_dim: int, arch: str = "mlp", channels: list[int] = (32, 64)):
         super().__init__()
-        self.args = {"hidden_dims": list(hidden_dims), "z_dim": z_dim}  # what a checkpoint rebuilds it from
+        # What a checkpoint rebuilds the model from.
+        self.args = {"hidden_dims": list(hidden_dims), "z_dim": z_dim, "arch": arch, "channels": list(channels)}
         self.z_dim = z_dim
-        self.decoder = mlp([z_dim, *reversed(hidden_dims), IMAGE_DIM])
+        self.decoder = decoder(arch, hidden_dims, channels, z_dim)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Decoder logits, and the KL term per image (zero where the code is deterministic)."""
@@ -91,13 +159,20 @@ class Autoencoder(nn.Module):
         `codes` are the test set's codes, for a model whose latent space has no distribution of its own."""
         raise NotImplementedError
 
+    def start_epoch(self, epoch: int) -> None:
+        """Called by the trainer as each epoch (from 1) begins: for what changes during training."""
+
+    def image(self, logits: torch.Tensor) -> torch.Tensor:
+        """The image decoder logits stand for: the mean of p(x|z) under the model's likelihood."""
+        return mean_image(logits, self.likelihood)
+
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.decoder(z))
+        return self.image(self.decoder(z))
 
     def terms(self, logits: torch.Tensor, kl: torch.Tensor, x: torch.Tensor) -> Losses:
-        """The loss terms per image, from one forward pass: recon under the model's likelihood + beta KL."""
+        """The loss terms per image, from one forward pass: recon under the model's likelihood + weighted KL."""
         recon = recon_loss(logits, x, self.likelihood)
-        return Losses(recon + self.beta * kl, recon, kl)
+        return Losses(recon + self.kl_weight * kl, recon, kl)
 
     def loss(self, x: torch.Tensor) -> Losses:
         """The loss terms summed over the batch, for the trainer."""
@@ -105,7 +180,7 @@ class Autoencoder(nn.Module):
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """Decoded images, from the same latent draw as the loss (one sample of q(z|x) for a VAE)."""
-        return self(x)[0].sigmoid()
+        return self.image(self(x)[0])
 
     def sample(self, n: int, generator: torch.Generator, codes: torch.Tensor) -> torch.Tensor:
         """Decode n draws from the model's prior (see `prior`)."""
@@ -118,9 +193,10 @@ class AE(Autoencoder):
 
     prior_name = "z ~ Gaussian fitted to test codes"
 
-    def __init__(self, hidden_dims: list[int], z_dim: int):
-        super().__init__(hidden_dims, z_dim)
-        self.encoder = mlp([IMAGE_DIM, *hidden_dims, z_dim])
+    def __init__(self, hidden_dims: list[int], z_dim: int, arch: str = "mlp", channels: list[int] = (32, 64)):
+        super().__init__(hidden_dims, z_dim, arch, channels)
+        layers, width = encoder(arch, hidden_dims, channels)
+        self.encoder = nn.Sequential(*layers, nn.Linear(width, z_dim))
 
     def code(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(x)
@@ -134,19 +210,28 @@ class AE(Autoencoder):
 
 
 class VAE(Autoencoder):
-    """The variational autoencoder: q(z|x) = N(mu, diag(exp(logvar))), a N(0, I) prior, loss = recon + beta KL."""
+    """The variational autoencoder: q(z|x) = N(mu, diag(exp(logvar))), a N(0, I) prior, loss = recon + beta KL.
+
+    `kl_warmup_epochs` > 0 ramps the KL weight linearly from 0 up to beta over that many epochs
+    (Bowman et al. 2016). `iw_samples` = k > 1 trains on the importance-weighted bound of k samples
+    (IWAE, Burda et al. 2015) in place of the ELBO; k = 1 is the ELBO, the same code path as ever.
+    """
 
     density = True
     code_name = "posterior means"
     prior_name = "z ~ N(0, I)"
 
-    def __init__(self, hidden_dims: list[int], z_dim: int, beta: float = 1.0, likelihood: str = "gaussian"):
-        super().__init__(hidden_dims, z_dim)
-        self.args |= {"beta": beta, "likelihood": likelihood}
+    def __init__(self, hidden_dims: list[int], z_dim: int, beta: float = 1.0, likelihood: str = "gaussian",
+                 arch: str = "mlp", channels: list[int] = (32, 64), kl_warmup_epochs: int = 0, iw_samples: int = 1):
+        super().__init__(hidden_dims, z_dim, arch, channels)
+        self.args |= {"beta": beta, "likelihood": likelihood, "kl_warmup_epochs": kl_warmup_epochs,
+                      "iw_samples": iw_samples}
         self.beta, self.likelihood = beta, likelihood
-        self.encoder = mlp([IMAGE_DIM, *hidden_dims], last_relu=True)
+        self.kl_weight, self.kl_warmup_epochs, self.iw_samples = beta, kl_warmup_epochs, iw_samples
+        layers, width = encoder(arch, hidden_dims, channels)
+        self.encoder = nn.Sequential(*layers)
         # The mean and log-variance heads, as one layer: one matmul instead of two, same maths.
-        self.head = nn.Linear(hidden_dims[-1], 2 * z_dim)
+        self.head = nn.Linear(width, 2 * z_dim)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.head(self.encoder(x)).chunk(2, dim=-1)
@@ -164,16 +249,33 @@ class VAE(Autoencoder):
     def prior(self, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.zeros(self.z_dim), torch.ones(self.z_dim)
 
-    def log_weights(self, x: torch.Tensor, k: int) -> torch.Tensor:
-        """log p(x, z) - log q(z|x) for k draws z ~ q(z|x) per image, shape (k, N): the importance
-        weights whose log-mean-exp bounds log p(x) from below, tighter as k grows (Burda et al. 2015)."""
+    def start_epoch(self, epoch: int) -> None:
+        if self.kl_warmup_epochs:
+            self.kl_weight = self.beta * min(1.0, (epoch - 1) / self.kl_warmup_epochs)
+
+    def loss(self, x: torch.Tensor) -> Losses:
+        if self.iw_samples == 1:
+            return super().loss(x)
         mu, logvar = self.encode(x)
+        log_w, nll = self.log_weights(x, self.iw_samples, self.kl_weight, (mu, logvar))
+        bound = torch.logsumexp(log_w, 0) - math.log(self.iw_samples)
+        # The objective in the units of the k = 1 loss (for the gaussian: squared error, not a density);
+        # recon (of the first sample) and the KL are the ELBO's terms, comparable across k.
+        offset = GAUSSIAN_NLL_CONSTANT if self.likelihood == "gaussian" else 0.0
+        return Losses(-(bound + offset).sum(), (nll[0] - offset).sum(), kl_divergence(mu, logvar).sum())
+
+    def log_weights(self, x: torch.Tensor, k: int, kl_weight: float = 1.0, q=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """log p(x|z) + kl_weight (log p(z) - log q(z|x)) for k draws z ~ q(z|x) per image, shape (k, N),
+        and -log p(x|z) of each. At weight 1, the importance weights whose log-mean-exp bounds log p(x)
+        from below, tighter as k grows (Burda et al. 2015). `q`: (mu, logvar) of q(z|x), if at hand."""
+        mu, logvar = q if q is not None else self.encode(x)
         eps = torch.randn(k, *mu.shape, device=x.device)
         z = mu + eps * (0.5 * logvar).exp()
-        log_p_x_z = -recon_nll(self.decoder(z), x.expand(k, *x.shape), self.likelihood)
+        logits = self.decoder(z.flatten(0, 1)).unflatten(0, (k, len(x)))
+        nll = recon_nll(logits, x.expand(k, *x.shape), self.likelihood)
         log_p_z = -0.5 * (z.pow(2) + LOG_2PI).sum(-1)
         log_q_z = -0.5 * (eps.pow(2) + LOG_2PI + logvar).sum(-1)
-        return log_p_x_z + log_p_z - log_q_z
+        return -nll + self.kl_weight * (log_p_z - log_q_z), nll
 
 
 KINDS = {"ae": AE, "vae": VAE}
@@ -182,10 +284,13 @@ KINDS = {"ae": AE, "vae": VAE}
 def build(kind: str, p) -> Autoencoder:
     """The autoencoder `kind` as params.yaml (a config.Params) describes it."""
     m = p.model
+    shape = {"arch": m.arch, "channels": m.channels}
     if kind == "ae":
-        return AE(m.hidden_dims, m.z_dim)
+        return AE(m.hidden_dims, m.z_dim, **shape)
     if kind == "vae":
-        return VAE(m.hidden_dims, m.z_dim, p.vae.beta, p.vae.likelihood)
+        v = p.vae
+        return VAE(m.hidden_dims, m.z_dim, v.beta, v.likelihood, kl_warmup_epochs=v.kl_warmup_epochs,
+                   iw_samples=v.iw_samples, **shape)
     raise UserError(f"unknown model '{kind}'; accepted: {', '.join(KINDS)}")
 
 

@@ -48,8 +48,10 @@ def fit(
     cfg: Train,
     device: torch.device,
     transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    start_epoch: Callable[[int], None] | None = None,
 ) -> Iterator[Epoch]:
-    """Train with AdamW on (inputs, *targets) tensors; `transform` maps each training batch's inputs.
+    """Train with AdamW on (inputs, *targets) tensors; `transform` maps each training batch's inputs,
+    `start_epoch` is called with each epoch's number (from 1) as it begins.
 
     Yields an Epoch as each epoch ends.
     Randomness (init aside) comes from torch's global generators: seed them before building the model.
@@ -62,6 +64,8 @@ def fit(
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     epochs = tqdm(range(1, cfg.epochs + 1), desc=type(model).__name__, unit="epoch")
     for epoch in epochs:
+        if start_epoch:
+            start_epoch(epoch)
         model.train()
         start = time.perf_counter()
         batches = torch.randperm(n, device=device).split(cfg.batch_size)
