@@ -17,13 +17,11 @@ def main(kind):
     test_x, _ = data.load("data/mnist", "test")
     torch.manual_seed(p.train.seed)
     net = model.build(kind, p)
-    seconds = 0.0
+    epochs = fit(net, (train_x,), (data.seen(test_x, p.data.binarize),), p.train, device,
+                 data.transform(p.data.binarize), net.start_epoch)  # a generator: it trains as it is logged
     try:
         with live.logger(f"metrics/{kind}/train") as log:
-            for epoch in fit(net, (train_x,), (data.seen(test_x, p.data.binarize),), p.train, device,
-                             data.transform(p.data.binarize), net.start_epoch):
-                live.log_epoch(log, epoch.number, epoch.figures)
-                seconds += epoch.seconds
+            _, seconds = live.log_epochs(log, epochs)
             # Written once training has finished: a run that fails or is killed leaves the previous model.
             model.save(net, f"models/{kind}.pt")
             write_json(f"metrics/{kind}/time.json", {"train_seconds": round(seconds, 2)})

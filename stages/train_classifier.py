@@ -18,16 +18,13 @@ def main():
     test = data.load("data/mnist", "test")
     torch.manual_seed(cfg.seed)
     net = classifier.Classifier()
-    seconds = 0.0
     try:
         with live.logger("metrics/classifier/train") as log:
-            for epoch in fit(net, train, test, cfg, device):
-                live.log_epoch(log, epoch.number, epoch.figures)
-                seconds += epoch.seconds
+            last, seconds = live.log_epochs(log, fit(net, train, test, cfg, device))
             net.cpu()
             reference, _ = classifier.classify(net, test[0])
             floor, _ = classifier.classify(net, data.load("data/mnist", "train", len(test[0]))[0])
-            log.log_metric("test/accuracy", 1 - epoch.figures["test"]["error"], plot=False)
+            log.log_metric("test/accuracy", 1 - last["test"]["error"], plot=False)
             log.log_metric("frechet_train_set", classifier.frechet_distance(floor, reference), plot=False)
             classifier.save(net, "models/classifier.pt")
             write_json("metrics/classifier/time.json", {"train_seconds": round(seconds, 2)})

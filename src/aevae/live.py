@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -50,3 +50,13 @@ def log_epoch(live: Live, epoch: int, figures: dict[str, dict[str, float]]) -> N
         for term, value in terms.items():
             live.log_metric(f"{split}/{term}", value)
     live.next_step()
+
+
+def log_epochs(live: Live, epochs: Iterable) -> tuple[dict[str, dict[str, float]], float]:
+    """Log each epoch that aevae.train.fit yields; the last one's figures, and the total wall time of
+    the training passes (which goes in no log: it differs between runs)."""
+    seconds = 0.0
+    for epoch in epochs:
+        log_epoch(live, epoch.number, epoch.figures)
+        seconds += epoch.seconds
+    return epoch.figures, seconds
