@@ -22,16 +22,7 @@ import subprocess
 import sys
 import time
 
-
-def cpu_extensions() -> str:
-    flags = set()
-    if os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags |= set(line.split(":", 1)[1].split())
-    found = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16") if f in flags]
-    return ", ".join(found) or "none of avx2 / avx512 / amx"
+from aevae.runtime import cpu_extensions
 
 
 def epoch_seconds(kind: str, threads: int, pin: bool, data_dir: str, n: int, epochs: int) -> tuple[float, str]:
@@ -71,7 +62,7 @@ def main():
     common = (args.data, args.train_size, args.epochs)
     import torch
 
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, CPU extensions: {cpu_extensions()},"
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, CPU extensions: {', '.join(cpu_extensions()) or 'none of these'},"
           f" torch {torch.__version__}")
     print(f"{args.epochs} epochs on {args.train_size} images; s/epoch is the best after the first\n")
 

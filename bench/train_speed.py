@@ -1,4 +1,5 @@
-"""Training speed, side by side in one run: the article's loop vs the pipeline's trainer vs the matmul bound.
+"""Training speed, side by side in one run: the article's loop vs the pipeline's trainer (float32 and bf16)
+vs the matmul bound and the floor.
 
     python bench/train_speed.py [--epochs 3] [--train-size 60000] [--device cpu|cuda] [--data data/mnist]
 
@@ -11,7 +12,9 @@ here, now: what the epoch would take if every matmul ran at that speed and nothi
 The floor is tighter and closer to what a loop can reach: the step's own matmuls, at their
 real shapes (the batch-64 weight gradients run slower than the bound's shape), plus torch's
 fused AdamW update, which streams the parameters and their Adam state through memory; each
-is timed alone, so the floor counts no elementwise op, no autograd and no Python.
+is timed alone, so the floor counts no elementwise op, no autograd and no Python. Bound and floor
+are float32's; the trainer in bf16 (train.precision) runs in a child whose code paths are left
+unpinned, as a training stage leaves them for bf16, and is fast only on a CPU with AVX-512 BF16 or AMX.
 """
 
 from __future__ import annotations
@@ -28,11 +31,11 @@ import time
 from pathlib import Path
 
 import torch
-from cpu_settings import cpu_extensions
 from torchvision import datasets, transforms
 
 from aevae import config, data, model, runtime
-from aevae.train import fit, resolve_device
+from aevae.runtime import cpu_extensions, resolve_device
+from aevae.train import fit
 
 
 def seconds_per_call(fn, device: torch.device, seconds: float = 2.0) -> float:
@@ -107,6 +110,17 @@ def article_loop(root: str, n: int, epochs: int, lr: float, device: str, new_vae
     return seconds, test_loss(net, test_x)
 
 
+def bf16_trainer(p, cfg, device: str, data_dir: str, n: int, new_vae):
+    """aevae.fit with train.precision bf16, in a fresh process: seconds per epoch, and the test loss."""
+    runtime.setup(p.threads, pin=False)
+    train_x, _ = data.load(data_dir, "train", n)
+    test_x, _ = data.load(data_dir, "test")
+    net = new_vae()
+    seconds = [e.seconds for e in fit(net, (train_x,), (test_x,), dataclasses.replace(cfg, precision="bf16"),
+                                      torch.device(device))]
+    return seconds, test_loss(net, test_x.to(device))
+
+
 def test_loss(net, test_x) -> float:
     torch.manual_seed(0)  # the same z draws for both loops' models
     net.eval()
@@ -166,11 +180,12 @@ def main():
             article_loop, root, len(train_x), args.epochs, cfg.lr, str(device), new_vae, test_x, p.threads
         )
 
+    bf16, bf16_test = in_child(bf16_trainer, p, cfg, str(device), args.data, len(train_x), new_vae)
     net = new_vae()
-    ours = [e.seconds for e in fit(net, (train_x,), (test_x,), cfg, device)]
+    ours = [e.seconds for e in fit(net, (train_x,), (test_x,), dataclasses.replace(cfg, precision="float32"), device)]
     ours_test = test_loss(net, test_x.to(device))
 
-    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, CPU extensions: {cpu_extensions()},"
+    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, CPU extensions: {', '.join(cpu_extensions()) or 'none of these'},"
           f" {torch.get_num_threads()} threads, torch {torch.__version__}, device {device}")
     print(f"matmul 64x784 @ 784x512: {gflops:.0f} GFLOP/s; one epoch = {work:.0f} GFLOP of matmuls"
           f" -> bound {bound:.2f} s/epoch")
@@ -181,11 +196,15 @@ def main():
           " s/epoch is the best epoch after the first\n")
     print(f"{'loop':<16}{'s/epoch':>9}{'samples/s':>12}{'vs article':>12}{'vs bound':>10}{'vs floor':>10}"
           f"{'test loss':>11}")
-    for name, secs, test in [("article-style", article, article_test), ("aevae.fit", ours, ours_test)]:
+    rows = [("article-style", article, article_test), ("aevae.fit", ours, ours_test), ("aevae.fit bf16", bf16, bf16_test)]
+    for name, secs, test in rows:
         s = steady(secs)
         print(f"{name:<16}{s:>9.2f}{len(train_x) / s:>12,.0f}{steady(article) / s:>11.2f}x{s / bound:>9.2f}x"
               f"{s / floor:>9.2f}x{test:>11.3f}")
-    print(f"\nper-epoch seconds: article {[round(s, 2) for s in article]}, aevae.fit {[round(s, 2) for s in ours]}")
+    native = "native on this CPU" if runtime.native_bf16(device) else "emulated on this CPU: no AVX-512 BF16 or AMX"
+    print(f"(bf16: {native}; bound and floor are float32's)")
+    print(f"\nper-epoch seconds: article {[round(s, 2) for s in article]}, aevae.fit {[round(s, 2) for s in ours]},"
+          f" bf16 {[round(s, 2) for s in bf16]}")
     # The child's own figure is not to be had: a spawned child is first a fork, counted at the parent's size.
     print(f"peak RSS of the trainer's process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 

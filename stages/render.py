@@ -23,11 +23,13 @@ PAIRS = [(0, 6), (1, 7), (2, 5), (3, 8), (4, 9)]  # digits to walk between, firs
 def main():
     p = config.load()
     runtime.setup(p.threads)
+    device = runtime.resolve_device(p.render.device, "render.device")
     torch.set_grad_enabled(False)
     test_x, test_y = data.load("data/mnist", "test")
-    test_x = data.seen(test_x, p.data.binarize)  # what the models were trained on
-    models = {kind.upper(): model.load(f"models/{kind}.pt") for kind in model.KINDS}
-    gen = torch.Generator().manual_seed(p.render.seed)
+    test_x = data.seen(test_x, p.data.binarize).to(device)  # what the models were trained on
+    test_y = test_y.to(device)
+    models = {kind.upper(): model.load(f"models/{kind}.pt", device) for kind in model.KINDS}
+    gen = torch.Generator(device).manual_seed(p.render.seed)
     torch.manual_seed(p.render.seed)  # a VAE's z samples in its reconstructions
 
     # Two of each digit, the first ones in the test set, so every class shows.

@@ -6,13 +6,15 @@ import torch
 
 from aevae import UserError, config, data, live, model, run_stage, runtime
 from aevae.files import write_json
-from aevae.train import Diverged, fit, resolve_device
+from aevae.runtime import resolve_device, warn_precision
+from aevae.train import Diverged, fit
 
 
 def main(kind):
     p = config.load()
-    runtime.setup(p.threads)
+    runtime.setup(p.threads, pin=p.train.precision == "float32")
     device = resolve_device(p.train.device, "train.device")
+    warn_precision(p.train.precision, device, "train.precision")
     train_x, _ = data.load("data/mnist", "train", p.data.train_size)  # images alone
     test_x, _ = data.load("data/mnist", "test")
     torch.manual_seed(p.train.seed)

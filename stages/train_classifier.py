@@ -6,14 +6,16 @@ import torch
 
 from aevae import UserError, classifier, config, data, live, run_stage, runtime
 from aevae.files import write_json
-from aevae.train import Diverged, fit, resolve_device
+from aevae.runtime import resolve_device, warn_precision
+from aevae.train import Diverged, fit
 
 
 def main():
     p = config.load()
-    runtime.setup(p.threads)
     cfg = p.classifier
+    runtime.setup(p.threads, pin=cfg.precision == "float32")
     device = resolve_device(cfg.device, "classifier.device")
+    warn_precision(cfg.precision, device, "classifier.precision")
     train = data.load("data/mnist", "train", cfg.train_size)
     test = data.load("data/mnist", "test")
     torch.manual_seed(cfg.seed)
@@ -21,11 +23,11 @@ def main():
     try:
         with live.logger("metrics/classifier/train") as log:
             last, seconds = live.log_epochs(log, fit(net, train, test, cfg, device))
-            net.cpu()
-            reference, _ = classifier.classify(net, test[0])
+            net.cpu().calibrate(test[0])
             floor, _ = classifier.classify(net, data.load("data/mnist", "train", len(test[0]))[0])
             log.log_metric("test/accuracy", 1 - last["test"]["error"], plot=False)
-            log.log_metric("frechet_train_set", classifier.frechet_distance(floor, reference), plot=False)
+            log.log_metric("frechet_train_set", classifier.frechet_distance(classifier.gaussian(floor), net.reference),
+                           plot=False)
             classifier.save(net, "models/classifier.pt")
             write_json("metrics/classifier/time.json", {"train_seconds": round(seconds, 2)})
     except Diverged as e:

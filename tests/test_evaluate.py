@@ -8,17 +8,17 @@ from aevae import classifier, evaluate, model
 
 def test_frechet_distance_of_a_set_to_itself_is_zero_and_sees_a_shift():
     torch.manual_seed(0)
-    a = torch.randn(2000, 8) @ torch.randn(8, 8)
+    a = classifier.gaussian(torch.randn(2000, 8) @ torch.randn(8, 8))
     assert classifier.frechet_distance(a, a) == pytest.approx(0, abs=1e-6)
-    shift = torch.tensor([3.0] + [0.0] * 7)
-    assert classifier.frechet_distance(a, a + shift) == pytest.approx(9.0, rel=1e-6)
+    shift = torch.tensor([3.0] + [0.0] * 7, dtype=torch.float64)
+    assert classifier.frechet_distance(a, (a[0] + shift, a[1])) == pytest.approx(9.0, rel=1e-6)
 
 
 def test_frechet_distance_of_two_known_gaussians():
     # N(0, I) vs N(0, 4I) in d dims: Tr(I + 4I - 2*2I) = d.
     torch.manual_seed(0)
     a, b = torch.randn(200_000, 3), 2 * torch.randn(200_000, 3)
-    assert classifier.frechet_distance(a, b) == pytest.approx(3.0, rel=0.02)
+    assert classifier.frechet_distance(classifier.gaussian(a), classifier.gaussian(b)) == pytest.approx(3.0, rel=0.02)
 
 
 @pytest.fixture(params=[1.0, 4.0])
@@ -30,7 +30,7 @@ def small_vae(request):
 def test_importance_estimate_tightens_as_k_grows_and_starts_at_the_elbo(small_vae):
     vae, x = small_vae
     torch.manual_seed(1)
-    nelbo = evaluate.reconstruction_metrics(vae, x)["nelbo_bernoulli"]
+    nelbo = evaluate.reconstruction_metrics(vae, x).metrics["nelbo_bernoulli"]
     nll = {k: evaluate.importance_nll(vae, x, k, chunk=64).mean().item() for k in (1, 10, 200)}
     assert nll[1] == pytest.approx(nelbo, rel=0.01)  # k = 1 is a one-sample negative ELBO, whatever beta
     assert nll[1] > nll[10] > nll[200]
@@ -38,11 +38,13 @@ def test_importance_estimate_tightens_as_k_grows_and_starts_at_the_elbo(small_va
 
 def test_reconstruction_metrics_report_the_models_own_loss(small_vae):
     vae, x = small_vae
-    m = evaluate.reconstruction_metrics(vae, x)
+    m, codes, images = evaluate.reconstruction_metrics(vae, x, batch_size=150)
     assert m["recon"] == m["bce"]  # the bernoulli likelihood's term
     assert m["loss"] == pytest.approx(m["recon"] + vae.beta * m["kl"], rel=1e-5)
     assert m["nelbo_bernoulli"] == pytest.approx(m["bce"] + m["kl"], rel=1e-5)
-    ae = evaluate.reconstruction_metrics(model.AE([32], 4), x)
+    assert torch.equal(codes, evaluate.codes(vae, x))  # the codes and images of the pass, in the data's order
+    assert m["mse"] == pytest.approx((images - x).pow(2).sum(1).mean().item(), rel=1e-5)
+    ae = evaluate.reconstruction_metrics(model.AE([32], 4), x).metrics
     assert set(ae) == {"mse", "bce", "loss", "recon"} and ae["loss"] == ae["recon"] == ae["mse"]
 
 
@@ -74,6 +76,31 @@ def test_classify_gives_features_and_probabilities():
     feats, probs = classifier.classify(classifier.Classifier(), torch.rand(7, 784))
     assert feats.shape == (7, 128) and probs.shape == (7, 10)
     assert torch.allclose(probs.sum(1), torch.ones(7))
+
+
+def test_the_classifier_carries_its_reference_through_a_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    net, test_x = classifier.Classifier(), torch.rand(300, 784)
+    net.calibrate(test_x)
+    classifier.save(net, tmp_path / "c.pt")
+    loaded = classifier.load(tmp_path / "c.pt")
+    feats, _ = classifier.classify(loaded, test_x)
+    assert classifier.frechet_distance(classifier.gaussian(feats), loaded.reference) == pytest.approx(0, abs=1e-6)
+    assert loaded.reference[1].abs().sum() > 0  # a real covariance, not the zeros it is built with
+
+
+def test_model_metrics_reports_every_figure_and_the_seconds_of_the_importance_sampling():
+    torch.manual_seed(0)
+    scorer = classifier.Classifier()
+    x, y = torch.rand(200, 784), torch.arange(200) % 10
+    scorer.calibrate(x)
+    cfg = SimpleNamespace(seed=0, iw_samples=20, samples=100)
+    vae, seconds = evaluate.model_metrics(model.VAE([32], 4), scorer, (x, y, x, y), cfg)
+    assert seconds > 0 and vae["iw_samples"] == 20 and vae["nll_is_gaussian"] < vae["nelbo_gaussian"] + 1
+    ae, seconds = evaluate.model_metrics(model.AE([32], 4), scorer, (x, y, x, y), cfg)
+    assert seconds == 0 and "kl" not in ae
+    for m in (vae, ae):
+        assert 0 <= m["active_units"] <= 4 and m["frechet_samples"] > 0 and m["frechet_reconstructions"] > 0
 
 
 def test_quadrature_is_the_exact_nll_of_a_2d_vae_that_importance_sampling_bounds_from_above():

@@ -23,8 +23,9 @@ def test_every_autoencoder_offers_the_interface(net):
     assert net.code(x).shape == (5, 3)
     out = net.decode(torch.randn(5, 3))
     assert out.shape == (5, 784) and 0 <= out.min() and out.max() <= 1
-    logits, kl = net(x)
+    logits, kl, code = net(x)
     assert logits.shape == (5, 784) and kl.shape == (5,)
+    assert torch.equal(code, net.code(x))  # a VAE's code is its posterior mean: no sampling in it
     terms = net.terms(logits, kl, x)
     assert all(t.shape == (5,) for t in terms)
     assert all(t.shape == () for t in net.loss(x))
@@ -92,7 +93,7 @@ def test_vae_loss_is_recon_plus_beta_kl(beta, likelihood):
     torch.manual_seed(1)
     loss, recon, kl = net.loss(x)
     torch.manual_seed(1)
-    logits, kls = net(x)
+    logits, kls, _ = net(x)
     assert recon.item() == pytest.approx(model.recon_loss(logits, x, likelihood).sum().item())
     assert kl.item() == pytest.approx(kls.sum().item())
     assert loss.item() == pytest.approx(recon.item() + beta * kls.sum().item())

@@ -4,8 +4,10 @@ import platform
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import torch
 
 from aevae import runtime
 
@@ -49,3 +51,28 @@ def test_pinned_training_matches_the_digest_an_avx2_machine_printed():
         env={"PATH": "", **runtime.PINNED, "PROBE_THREADS": "1"},
     ).stdout
     assert f"weights {weights} curve {curve} " in out
+
+
+@pytest.mark.parametrize("extensions, native", [
+    (["avx2"], False), (["avx2", "avx512f"], False), (["avx2", "avx512f", "avx512_bf16"], True),
+    (["avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16"], True),
+])
+def test_bf16_warns_where_the_cpu_only_emulates_it(monkeypatch, capsys, extensions, native):
+    monkeypatch.setattr(runtime, "cpu_extensions", lambda: extensions)
+    cpu = torch.device("cpu")
+    assert runtime.native_bf16(cpu) == native
+    runtime.warn_precision("float32", cpu, "train.precision")
+    assert capsys.readouterr().err == ""
+    runtime.warn_precision("bf16", cpu, "classifier.precision")
+    err = capsys.readouterr().err
+    if native:
+        assert err == ""
+    else:
+        assert err == ("warning: classifier.precision = bf16, but this CPU has neither AVX-512 BF16 nor AMX: torch "
+                       "emulates bf16 here, slower than float32; for speed, set classifier.precision: float32\n")
+
+
+def test_cpu_extensions_are_read_off_this_cpu():
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    assert all(f" {ext}" in flags for ext in runtime.cpu_extensions())
+    assert ("avx2" in runtime.cpu_extensions()) == (" avx2" in flags)

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from aevae import UserError, classifier, config, data, download, model
-from aevae.train import Diverged, fit, resolve_device
+from aevae.runtime import resolve_device
+from aevae.train import Diverged, fit
 
 from helpers import MNIST, needs_mnist
 
@@ -39,6 +40,17 @@ def test_each_epoch_has_the_models_terms_and_the_loss_is_recon_plus_beta_kl(raw_
         for t in r.values():
             assert t["loss"] == pytest.approx(t["recon"] + beta * t["kl"], rel=1e-5)
     assert rows[0] != rows[1]
+
+
+def test_bf16_keeps_float32_weights_and_learns_about_the_same(raw_params):
+    cfg = small_train_cfg(raw_params, epochs=2, batch_size=32)
+    x = torch.rand(768, 784)
+    (_, rows), (net, bf16_rows) = run(cfg, x, raw_params), run(dataclasses.replace(cfg, precision="bf16"), x, raw_params)
+    assert all(p.dtype == torch.float32 for p in net.parameters())  # autocast: only the matmuls round to bf16
+    assert bf16_rows != rows
+    for row, bf16_row in zip(rows, bf16_rows):
+        for split in ("train", "test"):
+            assert bf16_row[split]["loss"] == pytest.approx(row[split]["loss"], rel=0.02)
 
 
 def test_ae_has_no_kl(raw_params):

@@ -24,11 +24,15 @@ class Losses(NamedTuple):
 
 
 class Classifier(nn.Module):
-    """Its penultimate layer is the feature space of the sample-quality metrics."""
+    """Its penultimate layer is the feature space of the sample-quality metrics. It carries the Gaussian
+    fitted to the test set's features (`calibrate`), which every Frechet distance is taken against:
+    computed once, when it is trained, not again by every evaluation."""
 
     def __init__(self):
         super().__init__()
         self.args = {}
+        self.register_buffer("reference_mean", torch.zeros(128, dtype=torch.float64))
+        self.register_buffer("reference_cov", torch.zeros(128, 128, dtype=torch.float64))
         self.features = nn.Sequential(
             nn.Unflatten(1, (1, 28, 28)),
             nn.Conv2d(1, 32, 5), nn.ReLU(), nn.MaxPool2d(2),   # 32 x 12 x 12
@@ -40,8 +44,16 @@ class Classifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
 
+    def calibrate(self, test_x: torch.Tensor) -> None:
+        """Fit the reference Gaussian to the features of the test images."""
+        self.reference_mean, self.reference_cov = gaussian(classify(self, test_x)[0])
+
+    @property
+    def reference(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.reference_mean, self.reference_cov
+
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> Losses:
-        logits = self(x)
+        logits = self(x).float()  # float32 even under bf16 autocast
         return Losses(F.cross_entropy(logits, y, reduction="sum"), (logits.argmax(1) != y).sum().float())
 
 
@@ -53,11 +65,15 @@ def classify(classifier: Classifier, x: torch.Tensor, batch_size: int = 1000) ->
     return feats, classifier.head(feats).softmax(1)
 
 
-def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
-    """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^1/2) between Gaussians fitted to two feature sets."""
-    a, b = a.double(), b.double()
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    s_a, s_b = torch.cov(a.T), torch.cov(b.T)
+def gaussian(feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean and covariance of a feature set, in float64."""
+    feats = feats.double()
+    return feats.mean(0), torch.cov(feats.T)
+
+
+def frechet_distance(a: tuple[torch.Tensor, torch.Tensor], b: tuple[torch.Tensor, torch.Tensor]) -> float:
+    """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^1/2) between two Gaussians (`gaussian`'s)."""
+    (mu_a, s_a), (mu_b, s_b) = a, b
     # Tr (S_a S_b)^1/2 = Tr (S_a^1/2 S_b S_a^1/2)^1/2, whose matrix is symmetric: eigenvalues, no sqrtm.
     vals, vecs = torch.linalg.eigh(s_a)
     root_a = vecs @ torch.diag(vals.clamp(min=0).sqrt()) @ vecs.T

@@ -55,6 +55,7 @@ class Train:
     weight_decay: float = spec("a number >= 0", lambda v: v >= 0)
     seed: int = spec("an int >= 0", lambda v: v >= 0)
     device: Literal["auto", "cpu", "cuda"] = spec("auto, cpu or cuda")
+    precision: Literal["float32", "bf16"] = spec("float32 or bf16")
 
 
 @dataclass(frozen=True)
@@ -78,11 +79,13 @@ class Evaluate:
     samples: int = spec("an int >= 2", lambda v: v >= 2)
     quadrature_range: float = spec("a number > 0", lambda v: v > 0)
     quadrature_step: float = spec("a number > 0", lambda v: v > 0)
+    device: Literal["auto", "cpu", "cuda"] = spec("auto, cpu or cuda")
 
 
 @dataclass(frozen=True)
 class Render:
     seed: int = spec("an int >= 0", lambda v: v >= 0)
+    device: Literal["auto", "cpu", "cuda"] = spec("auto, cpu or cuda")
 
 
 @dataclass(frozen=True)

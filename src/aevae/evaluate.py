@@ -7,39 +7,50 @@ applies to a model that defines p(x) only (KL, ELBO, importance-sampled NLL) ask
 from __future__ import annotations
 
 import math
+import time
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from aevae.classifier import Classifier, classify, frechet_distance
+from aevae.classifier import Classifier, classify, frechet_distance, gaussian
 from aevae.model import LOG_2PI, Autoencoder, log_likelihoods, recon_loss, recon_nll
 
 
+class Reconstruction(NamedTuple):
+    metrics: dict[str, float]
+    codes: torch.Tensor  # of each image
+    images: torch.Tensor  # the reconstructions
+
+
 @torch.no_grad()
-def reconstruction_metrics(model: Autoencoder, x: torch.Tensor, batch_size: int = 2000) -> dict[str, float]:
-    """Per-image means over x: squared error and cross-entropy of the reconstruction (both summed over
-    pixels, whatever the model was trained with), the model's own training loss and reconstruction
-    term (`recon`: one of the two, as its likelihood says), and for a model with
-    a density the KL term and the negative ELBO under its likelihood (named with it: never compare
-    across likelihoods).
+def reconstruction_metrics(model: Autoencoder, x: torch.Tensor, batch_size: int = 2000) -> Reconstruction:
+    """One forward pass over x: per-image means of the squared error and cross-entropy of the
+    reconstruction (both summed over pixels, whatever the model was trained with), the model's own
+    training loss and reconstruction term (`recon`: one of the two, as its likelihood says), and for
+    a model with a density the KL term and the negative ELBO under its likelihood (named with it:
+    never compare across likelihoods); with the codes and reconstructions, for the metrics that use them.
 
     A VAE reconstructs from one sampled z per image, so these are one-sample estimates.
     """
     model.eval()
-    sums = torch.zeros(6)
+    sums, codes, images = 0, [], []
     for xb in x.split(batch_size):
-        logits, kl = model(xb)
+        logits, kl, code = model(xb)
         loss, recon, _ = model.terms(logits, kl, xb)
         nelbo = recon_nll(logits, xb, model.likelihood) + kl
-        mse = (model.image(logits) - xb).pow(2).sum(-1)
+        image = model.image(logits)
+        mse = (image - xb).pow(2).sum(-1)
         terms = [mse, recon_loss(logits, xb, "bernoulli"), loss, recon, kl, nelbo]
-        sums += torch.stack([t.sum() for t in terms])
+        sums = sums + torch.stack([t.sum() for t in terms])
+        codes.append(code)
+        images.append(image)
     mse, bce, loss, recon, kl, nelbo = (sums / len(x)).tolist()
     out = {"mse": mse, "bce": bce, "loss": loss, "recon": recon}
     if model.density:
         out |= {"kl": kl, f"nelbo_{model.likelihood}": nelbo}
-    return out
+    return Reconstruction(out, torch.cat(codes), torch.cat(images))
 
 
 @torch.no_grad()
@@ -64,10 +75,10 @@ def quadrature_nll(model: Autoencoder, x: torch.Tensor, half_width: float, step:
     the step goes to 0 (and the prior's mass outside the square is below 1e-8 from 6 on). The decoder
     runs once per grid point, whatever the number of images."""
     model.eval()
-    ticks = torch.arange(-half_width + step / 2, half_width, step)
+    ticks = torch.arange(-half_width + step / 2, half_width, step, device=x.device)
     z = torch.cartesian_prod(ticks, ticks)
     log_cell = -0.5 * (z.pow(2) + LOG_2PI).sum(1) + 2 * math.log(step)  # log p(z) step^2
-    log_px = torch.full((len(x),), -math.inf)
+    log_px = torch.full((len(x),), -math.inf, device=x.device)
     for zc, lc in zip(z.split(chunk), log_cell.split(chunk)):
         joint = log_likelihoods(model.decoder(zc), x, model.likelihood) + lc
         log_px = torch.logaddexp(log_px, torch.logsumexp(joint, 1))
@@ -99,8 +110,8 @@ def linear_probe(train_z, train_y, test_z, test_y, steps: int = 200) -> float:
     """Test accuracy of a multinomial logistic regression fitted on standardised training codes."""
     mean, std = train_z.mean(0), train_z.std(0) + 1e-6
     train_z, test_z = (train_z - mean) / std, (test_z - mean) / std
-    w = torch.zeros(train_z.shape[1], 10, requires_grad=True)
-    b = torch.zeros(10, requires_grad=True)
+    w = train_z.new_zeros(train_z.shape[1], 10, requires_grad=True)
+    b = train_z.new_zeros(10, requires_grad=True)
     opt = torch.optim.LBFGS([w, b], max_iter=steps, history_size=20, line_search_fn="strong_wolfe")
 
     def closure():
@@ -121,32 +132,35 @@ def codes(model: Autoencoder, x: torch.Tensor, batch_size: int = 5000) -> torch.
     return torch.cat([model.code(xb) for xb in x.split(batch_size)])
 
 
-def model_metrics(model: Autoencoder, classifier: Classifier, reference: torch.Tensor, inputs, cfg) -> dict:
-    """Everything evaluate reports for one autoencoder.
+def model_metrics(model: Autoencoder, classifier: Classifier, inputs, cfg) -> tuple[dict, float]:
+    """Everything evaluate reports for one autoencoder, and the seconds its importance sampling took
+    (the one part whose cost grows with a param, evaluate.iw_samples). Each thing is computed once: the test
+    set's codes and reconstructions come from the pass that measures the reconstructions, and the
+    test set's features are the classifier's own (`Classifier.reference`).
 
-    inputs: (train_x, train_y, test_x, test_y) as the model sees them (data.seen);
-    reference: the classifier's features of the grey test images; cfg: the evaluate params.
+    inputs: (train_x, train_y, test_x, test_y) as the model sees them (data.seen), on the device
+    that model and classifier are on; cfg: the evaluate params.
     """
     train_x, train_y, test_x, test_y = inputs
-    gen = torch.Generator().manual_seed(cfg.seed)
-    out = reconstruction_metrics(model, test_x)
+    gen = torch.Generator(test_x.device).manual_seed(cfg.seed)
+    out, test_z, reconstructions = reconstruction_metrics(model, test_x)
+    is_seconds = 0.0
     if model.density:
+        start = time.perf_counter()
         nll_is = importance_nll(model, test_x, cfg.iw_samples)
         out[f"nll_is_{model.likelihood}"] = nll_is.mean().item()
+        is_seconds = time.perf_counter() - start
         out["iw_samples"] = cfg.iw_samples
         if model.z_dim == 2:  # small enough to integrate over
             out |= quadrature_metrics(model, test_x, nll_is, cfg)
-    test_z = codes(model, test_x)
     out["active_units"] = active_units(test_z)
     out["probe_accuracy"] = linear_probe(codes(model, train_x), train_y, test_z, test_y)
     with torch.no_grad():
         samples = model.sample(cfg.samples, gen, test_z)
     feats, probs = classify(classifier, samples)
-    out["frechet_samples"] = frechet_distance(feats, reference)
+    out["frechet_samples"] = frechet_distance(gaussian(feats), classifier.reference)
     out["confident_samples"] = (probs.max(1).values > 0.9).float().mean().item()
-    with torch.no_grad():
-        reconstructions = model.reconstruct(test_x)
     feats, probs = classify(classifier, reconstructions)
-    out["frechet_reconstructions"] = frechet_distance(feats, reference)
+    out["frechet_reconstructions"] = frechet_distance(gaussian(feats), classifier.reference)
     out["classifier_accuracy_reconstructions"] = (probs.argmax(1) == test_y).float().mean().item()
-    return out
+    return out, is_seconds

@@ -24,6 +24,15 @@ LOG_2PI = math.log(2 * math.pi)
 GAUSSIAN_NLL_CONSTANT = 0.5 * IMAGE_DIM * math.log(math.pi)
 
 
+class Output(NamedTuple):
+    """A forward pass: decoder logits, the KL term per image (zero where the code is deterministic),
+    and the code (`Autoencoder.code`) of each image."""
+
+    logits: torch.Tensor
+    kl: torch.Tensor
+    code: torch.Tensor
+
+
 class Losses(NamedTuple):
     """Loss terms, per image or summed over a batch; `loss` is what the optimiser minimises."""
 
@@ -146,8 +155,7 @@ class Autoencoder(nn.Module):
         self.z_dim = z_dim
         self.decoder = decoder(arch, hidden_dims, channels, z_dim)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Decoder logits, and the KL term per image (zero where the code is deterministic)."""
+    def forward(self, x: torch.Tensor) -> Output:
         raise NotImplementedError
 
     def code(self, x: torch.Tensor) -> torch.Tensor:
@@ -170,22 +178,24 @@ class Autoencoder(nn.Module):
         return self.image(self.decoder(z))
 
     def terms(self, logits: torch.Tensor, kl: torch.Tensor, x: torch.Tensor) -> Losses:
-        """The loss terms per image, from one forward pass: recon under the model's likelihood + weighted KL."""
-        recon = recon_loss(logits, x, self.likelihood)
+        """The loss terms per image, from one forward pass: recon under the model's likelihood + weighted KL.
+        In float32 whatever precision the forward pass ran in (bf16's 8 bits would round the sums)."""
+        recon = recon_loss(logits.float(), x, self.likelihood)
         return Losses(recon + self.kl_weight * kl, recon, kl)
 
     def loss(self, x: torch.Tensor) -> Losses:
         """The loss terms summed over the batch, for the trainer."""
-        return Losses(*(t.sum() for t in self.terms(*self(x), x)))
+        out = self(x)
+        return Losses(*(t.sum() for t in self.terms(out.logits, out.kl, x)))
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """Decoded images, from the same latent draw as the loss (one sample of q(z|x) for a VAE)."""
-        return self.image(self(x)[0])
+        return self.image(self(x).logits)
 
     def sample(self, n: int, generator: torch.Generator, codes: torch.Tensor) -> torch.Tensor:
         """Decode n draws from the model's prior (see `prior`)."""
         mean, std = self.prior(codes)
-        return self.decode(mean + std * torch.randn(n, self.z_dim, generator=generator))
+        return self.decode(mean + std * torch.randn(n, self.z_dim, generator=generator, device=generator.device))
 
 
 class AE(Autoencoder):
@@ -201,8 +211,9 @@ class AE(Autoencoder):
     def code(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(x)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.decoder(self.code(x)), x.new_zeros(len(x))
+    def forward(self, x: torch.Tensor) -> Output:
+        code = self.code(x)
+        return Output(self.decoder(code), x.new_zeros(len(x)), code)
 
     def prior(self, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # The article's way to sample an AE: a Gaussian per latent dim, fitted to the codes.
@@ -234,7 +245,8 @@ class VAE(Autoencoder):
         self.head = nn.Linear(width, 2 * z_dim)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.head(self.encoder(x)).chunk(2, dim=-1)
+        # float32 even under bf16 autocast: the sampling, the KL and the importance weights need its range.
+        return self.head(self.encoder(x)).float().chunk(2, dim=-1)
 
     def reparameterize(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
         return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
@@ -242,12 +254,12 @@ class VAE(Autoencoder):
     def code(self, x: torch.Tensor) -> torch.Tensor:
         return self.encode(x)[0]
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> Output:
         mu, logvar = self.encode(x)
-        return self.decoder(self.reparameterize(mu, logvar)), kl_divergence(mu, logvar)
+        return Output(self.decoder(self.reparameterize(mu, logvar)), kl_divergence(mu, logvar), mu)
 
     def prior(self, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return torch.zeros(self.z_dim), torch.ones(self.z_dim)
+        return codes.new_zeros(self.z_dim), codes.new_ones(self.z_dim)
 
     def start_epoch(self, epoch: int) -> None:
         if self.kl_warmup_epochs:
@@ -271,7 +283,7 @@ class VAE(Autoencoder):
         mu, logvar = q if q is not None else self.encode(x)
         eps = torch.randn(k, *mu.shape, device=x.device)
         z = mu + eps * (0.5 * logvar).exp()
-        logits = self.decoder(z.flatten(0, 1)).unflatten(0, (k, len(x)))
+        logits = self.decoder(z.flatten(0, 1)).unflatten(0, (k, len(x))).float()
         nll = recon_nll(logits, x.expand(k, *x.shape), self.likelihood)
         log_p_z = -0.5 * (z.pow(2) + LOG_2PI).sum(-1)
         log_q_z = -0.5 * (eps.pow(2) + LOG_2PI + logvar).sum(-1)

@@ -17,7 +17,7 @@ from aevae.files import atomic_path
 def interpolate(model, a: torch.Tensor, b: torch.Tensor, steps: int) -> torch.Tensor:
     """Decode `steps` points on the straight line between the codes (VAE: posterior means) of images a and b."""
     za, zb = model.code(torch.stack([a, b]))
-    t = torch.linspace(0, 1, steps)[:, None]
+    t = torch.linspace(0, 1, steps, device=za.device)[:, None]
     return model.decode((1 - t) * za + t * zb)
 
 
@@ -30,7 +30,7 @@ def manifold_grid(n: int) -> torch.Tensor:
 def manifold(model, n: int) -> torch.Tensor:
     """The n x n grid of manifold_grid decoded; rows run from large z2 at the top to small at the
     bottom, like a plot's axes."""
-    z = manifold_grid(n)
+    z = manifold_grid(n).to(next(model.parameters()).device)
     z1, z2 = torch.meshgrid(z, z.flip(0), indexing="xy")
     return model.decode(torch.stack([z1.flatten(), z2.flatten()], 1))
 
@@ -46,7 +46,7 @@ def project_2d(z: torch.Tensor) -> torch.Tensor:
 
 def grid(images: torch.Tensor, nrow: int = 8) -> torch.Tensor:
     """(N, 784) images in [0, 1] as one (H, W) grid with light separators."""
-    return make_grid(images.view(-1, 1, 28, 28), nrow=nrow, padding=2, pad_value=0.5)[0]
+    return make_grid(images.cpu().view(-1, 1, 28, 28), nrow=nrow, padding=2, pad_value=0.5)[0]
 
 
 def save(fig: Figure, path: str | Path) -> None:
@@ -105,6 +105,7 @@ def latent_figure(panels: dict[str, tuple[torch.Tensor, torch.Tensor]], title: s
     fig.suptitle(title, fontsize=12)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (name, (points, labels)) in zip(axes, panels.items()):
+        points, labels = points.cpu(), labels.cpu()
         scatter = ax.scatter(points[:, 0], points[:, 1], c=labels, cmap="tab10", vmin=-0.5, vmax=9.5, s=3,
                              alpha=0.6, linewidths=0, rasterized=True)
         ax.set(title=name, xlabel=f"{axis} 1", ylabel=f"{axis} 2")

@@ -1,13 +1,19 @@
-"""How a stage's process computes: the CPU code paths pinned, the thread pool sized, denormals flushed.
+"""How a stage's process computes: the CPU code paths pinned, the thread pool sized, denormals flushed;
+on which device, and whether bf16 pays there.
 
 A stage or the bench calls `setup` first thing, before torch computes anything: the code paths are
 chosen once, at torch's first operation, and worker threads copy the float mode they start with.
+A stage that trains in bf16 leaves the paths unpinned: bf16 numbers differ between CPUs anyway, and
+the pin would take away the kernels (AVX-512 BF16, AMX) that make bf16 fast.
 """
 
 from __future__ import annotations
 
 import os
 import platform
+import sys
+
+from aevae import UserError
 
 # PyTorch's own kernels (ATen), MKL's BLAS and oneDNN's convolutions each pick their code path by
 # CPU, and the path changes float results in the last bits, which training then grows: the same
@@ -30,3 +36,43 @@ def setup(threads: int, pin: bool = True) -> None:
     # One thread by default: on a busy machine, OpenMP threads that wait for each other at every
     # op's barrier made an epoch 5 to 50 times slower; a single thread only shares its core.
     torch.set_num_threads(threads)
+
+
+def cpu_extensions() -> list[str]:
+    """This CPU's vector extensions that decide the speed of float32 and bf16 matmuls, from /proc/cpuinfo."""
+    flags = set()
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags |= set(line.split(":", 1)[1].split())
+    return [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16") if f in flags]
+
+
+def native_bf16(device) -> bool:
+    """Whether `device` multiplies bf16 in hardware (AVX-512 BF16 or AMX; a CUDA GPU of compute
+    capability 8.0 or newer), where it is faster than float32; elsewhere torch emulates it, slower."""
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    return bool({"avx512_bf16", "amx_bf16"} & set(cpu_extensions()))
+
+
+def resolve_device(name: str, key: str):
+    """The torch device `name` (auto, cpu or cuda) names; `key` is where the name came from, for the error."""
+    import torch
+
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"{key} = 'cuda' but no CUDA GPU is available here; accepted: auto or cpu")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def warn_precision(precision: str, device, key: str) -> None:
+    """Say on stderr when bf16 was asked for on a device that only emulates it: slower than float32."""
+    if precision == "bf16" and not native_bf16(device):
+        what = "this CPU has neither AVX-512 BF16 nor AMX" if device.type == "cpu" else "this GPU has no bf16 units"
+        print(f"warning: {key} = bf16, but {what}: torch emulates bf16 here, slower than float32; "
+              f"for speed, set {key}: float32", file=sys.stderr)

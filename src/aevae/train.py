@@ -18,17 +18,7 @@ from typing import NamedTuple
 import torch
 from tqdm import tqdm
 
-from aevae import UserError
 from aevae.config import Train
-
-
-def resolve_device(name: str, key: str) -> torch.device:
-    """The torch device `name` (auto, cpu or cuda) names; `key` is where the name came from, for the error."""
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"{key} = 'cuda' but no CUDA GPU is available here; accepted: auto or cpu")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
 
 
 class Epoch(NamedTuple):
@@ -62,6 +52,8 @@ def fit(
     test = tuple(t.to(device) for t in test)
     n = len(train[0])
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+    # bf16: matmuls and convolutions in bfloat16, the weights, the optimiser and the loss in float32.
+    autocast = torch.autocast(device.type, torch.bfloat16, enabled=cfg.precision == "bf16")
     epochs = tqdm(range(1, cfg.epochs + 1), desc=type(model).__name__, unit="epoch")
     for epoch in epochs:
         if start_epoch:
@@ -72,7 +64,8 @@ def fit(
         steps = None  # each step's loss terms, on the device, read once per epoch
         for step, idx in enumerate(tqdm(batches, desc=f"epoch {epoch}", unit="batch", leave=False)):
             x, *targets = (t[idx] for t in train)
-            terms = model.loss(transform(x) if transform else x, *targets)
+            with autocast:
+                terms = model.loss(transform(x) if transform else x, *targets)
             opt.zero_grad(set_to_none=True)
             terms[0].backward()
             opt.step()
