@@ -35,8 +35,10 @@ class Classifier(nn.Module):
         self.register_buffer("reference_cov", torch.zeros(128, 128, dtype=torch.float64))
         self.features = nn.Sequential(
             nn.Unflatten(1, (1, 28, 28)),
-            nn.Conv2d(1, 32, 5), nn.ReLU(), nn.MaxPool2d(2),   # 32 x 12 x 12
-            nn.Conv2d(32, 64, 5), nn.ReLU(), nn.MaxPool2d(2),  # 64 x 4 x 4
+            # Each pool before its ReLU: max and ReLU commute, so these are the same numbers, and the
+            # same gradients, as ReLU then pool, with the ReLU on a quarter of the values.
+            nn.Conv2d(1, 32, 5), nn.MaxPool2d(2), nn.ReLU(),   # 32 x 12 x 12
+            nn.Conv2d(32, 64, 5), nn.MaxPool2d(2), nn.ReLU(),  # 64 x 4 x 4
             nn.Flatten(), nn.Linear(64 * 4 * 4, 128), nn.ReLU(),
         )  # fmt: skip
         self.head = nn.Sequential(nn.Dropout(0.5), nn.Linear(128, 10))  # without it, 98.7% and overfitting
@@ -58,9 +60,13 @@ class Classifier(nn.Module):
 
 
 @torch.no_grad()
-def classify(classifier: Classifier, x: torch.Tensor, batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
-    """The classifier's penultimate features and class probabilities for images x."""
-    classifier.eval()
+def classify(classifier: Classifier, x: torch.Tensor, batch_size: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
+    """The classifier's penultimate features and class probabilities for images x.
+
+    Leaves the classifier's weights channels-last: oneDNN convolves a one-channel image 3 times
+    faster so (the features move in the 6th digit); training keeps the default layout, and its bits.
+    """
+    classifier.eval().to(memory_format=torch.channels_last)
     feats = torch.cat([classifier.features(xb) for xb in x.split(batch_size)])
     return feats, classifier.head(feats).softmax(1)
 
