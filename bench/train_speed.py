@@ -31,10 +31,11 @@ import time
 from pathlib import Path
 
 import torch
+from cpu_settings import cpu_extensions
 from torchvision import datasets, transforms
 
 from aevae import config, data, model, runtime
-from aevae.runtime import cpu_extensions, resolve_device
+from aevae.runtime import resolve_device
 from aevae.train import fit
 
 
@@ -185,7 +186,7 @@ def main():
     ours = [e.seconds for e in fit(net, (train_x,), (test_x,), dataclasses.replace(cfg, precision="float32"), device)]
     ours_test = test_loss(net, test_x.to(device))
 
-    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, CPU extensions: {', '.join(cpu_extensions()) or 'none of these'},"
+    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, CPU extensions: {cpu_extensions()},"
           f" {torch.get_num_threads()} threads, torch {torch.__version__}, device {device}")
     print(f"matmul 64x784 @ 784x512: {gflops:.0f} GFLOP/s; one epoch = {work:.0f} GFLOP of matmuls"
           f" -> bound {bound:.2f} s/epoch")
@@ -196,7 +197,8 @@ def main():
           " s/epoch is the best epoch after the first\n")
     print(f"{'loop':<16}{'s/epoch':>9}{'samples/s':>12}{'vs article':>12}{'vs bound':>10}{'vs floor':>10}"
           f"{'test loss':>11}")
-    rows = [("article-style", article, article_test), ("aevae.fit", ours, ours_test), ("aevae.fit bf16", bf16, bf16_test)]
+    rows = [("article-style", article, article_test), ("aevae.fit", ours, ours_test),
+            ("aevae.fit bf16", bf16, bf16_test)]
     for name, secs, test in rows:
         s = steady(secs)
         print(f"{name:<16}{s:>9.2f}{len(train_x) / s:>12,.0f}{steady(article) / s:>11.2f}x{s / bound:>9.2f}x"
