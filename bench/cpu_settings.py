@@ -3,9 +3,10 @@
     python bench/cpu_settings.py [--train-size 10000] [--epochs 2] [--data data/mnist]
 
 1. Pinning: an epoch of the AE and of the classifier with each library on its fastest code path
-   for this CPU, against the AVX2 paths that aevae.runtime pins for reproducibility (1 thread).
-2. Load: an AE epoch on an idle machine and next to two busy processes (two pure-Python loops,
-   one per core of a 2-core machine), with 1 thread (the default `threads`) and with 2.
+   for this CPU, against the pinned paths of aevae.runtime (AVX2, MKL's strict mode), 1 thread.
+2. Threads and load: an AE epoch with the old settings (1 thread, MKL_CBWR=AVX2) and the new ones
+   (every core, MKL_CBWR=AVX2,STRICT), on an idle machine, next to two busy processes (two
+   pure-Python loops), and as one of two such stages running at once.
 
 Every measurement runs in a fresh process, since the code paths and the thread pool are chosen
 once per process. An epoch's time is the best after the first (which pays for warm-up).
@@ -24,15 +25,19 @@ import time
 
 from aevae import runtime
 
+OLD = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+
 
 def cpu_extensions() -> str:
     """This CPU's vector extensions that set the speed of float32 and bf16 matmuls, for a bench's first line."""
     return ", ".join(runtime.cpu_extensions()) or "none of avx2 / avx512 / amx"
 
 
-def epoch_seconds(kind: str, threads: int, pin: bool, data_dir: str, n: int, epochs: int) -> tuple[float, str]:
-    """Train a fresh model for `epochs` on the first n images; the best epoch after the first."""
-    runtime.setup(threads, pin=pin)
+def epoch_seconds(kind: str, threads, pin: dict | None, data_dir: str, n: int, epochs: int) -> tuple[float, str]:
+    """Train a fresh model for `epochs` on the first n images under the code paths `pin` (None: unpinned);
+    the best epoch after the first."""
+    runtime.setup(threads, pin=False)
+    os.environ.update(pin or {})  # before torch's first operation, which reads them
     import torch
 
     from aevae import classifier, config, data, model
@@ -51,9 +56,18 @@ def epoch_seconds(kind: str, threads: int, pin: bool, data_dir: str, n: int, epo
     return min(seconds[1:] or seconds), torch.backends.cpu.get_cpu_capability()
 
 
-def measure(*args) -> tuple[float, str]:
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(epoch_seconds, args)
+def measure(*args, side_by_side: int = 1) -> float:
+    """The epoch time of `side_by_side` identical trainings started at once (their mean)."""
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(side_by_side) as pool:
+        runs = [pool.apply_async(epoch_seconds, args) for _ in range(side_by_side)]
+        return sum(r.get()[0] for r in runs) / side_by_side
+
+
+def busy(n: int):
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    time.sleep(0.5)
+    return procs
 
 
 def main():
@@ -65,26 +79,30 @@ def main():
     common = (args.data, args.train_size, args.epochs)
     import torch
 
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, CPU extensions: {cpu_extensions()},"
-          f" torch {torch.__version__}")
+    cores = runtime.threads_for("auto")
+    print(f"machine: {platform.machine()}, {cores} cores, CPU extensions: {cpu_extensions()}, torch {torch.__version__}")
     print(f"{args.epochs} epochs on {args.train_size} images; s/epoch is the best after the first\n")
 
     print(f"{'pinning, 1 thread':<22}{'native':>10}{'pinned':>10}{'cost':>8}   code path native -> pinned")
     for kind in ("ae", "classifier"):
-        (native, path_n), (pinned, path_p) = measure(kind, 1, False, *common), measure(kind, 1, True, *common)
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            native, path_n = pool.apply(epoch_seconds, (kind, 1, None, *common))
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            pinned, path_p = pool.apply(epoch_seconds, (kind, 1, runtime.PINNED, *common))
         print(f"{kind:<22}{native:>9.3f}s{pinned:>9.3f}s{pinned / native:>7.2f}x   {path_n} -> {path_p}")
 
-    print(f"\n{'load, AE, pinned':<22}{'idle':>10}{'2 busy':>10}{'slower':>8}")
-    for threads in (1, 2):
-        idle, _ = measure("ae", threads, True, *common)
-        busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    print(f"\n{'AE, s/epoch':<30}{'idle':>8}{'2 busy':>10}{'slower':>8}{'2 at once':>11}{'slower':>8}")
+    for name, threads, pin in (("old: 1 thread, AVX2", 1, OLD), (f"new: auto ({cores}), AVX2,STRICT", "auto",
+                                                                 runtime.PINNED)):
+        idle = measure("ae", threads, pin, *common)
+        procs = busy(2)
         try:
-            time.sleep(0.5)
-            loaded, _ = measure("ae", threads, True, *common)
+            loaded = measure("ae", threads, pin, *common)
         finally:
-            for b in busy:
+            for b in procs:
                 b.kill()
-        print(f"{f'{threads} thread' + 's' * (threads > 1):<22}{idle:>9.3f}s{loaded:>9.3f}s{loaded / idle:>7.2f}x")
+        pair = measure("ae", threads, pin, *common, side_by_side=2)
+        print(f"{name:<30}{idle:>7.3f}s{loaded:>9.3f}s{loaded / idle:>7.2f}x{pair:>10.3f}s{pair / idle:>7.2f}x")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ unpinned, as a training stage leaves them for bf16, and is fast only on a CPU wi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import math
 import multiprocessing
@@ -134,6 +135,17 @@ def steady(seconds: list[float]) -> float:
     return min(seconds[1:]) if len(seconds) > 1 else seconds[0]
 
 
+@contextlib.contextmanager
+def unpinned():
+    """This process's pins out of the environment while a child starts: a bf16 stage runs unpinned, and a
+    child that inherited ONEDNN_MAX_CPU_ISA=AVX2 would emulate bf16 on a CPU that has it."""
+    saved = {k: os.environ.pop(k) for k in runtime.PINNED if k in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
+
+
 def in_child(fn, *args):
     with multiprocessing.get_context("spawn").Pool(1) as pool:
         return pool.apply(fn, args)
@@ -178,10 +190,11 @@ def main():
         for f in Path(args.data).iterdir():
             os.symlink(f.resolve(), raw / f.name)
         article, article_test = in_child(
-            article_loop, root, len(train_x), args.epochs, cfg.lr, str(device), new_vae, test_x, p.threads
+            article_loop, root, len(train_x), args.epochs, cfg.lr, str(device), new_vae, test_x, torch.get_num_threads()
         )
 
-    bf16, bf16_test = in_child(bf16_trainer, p, cfg, str(device), args.data, len(train_x), new_vae)
+    with unpinned():
+        bf16, bf16_test = in_child(bf16_trainer, p, cfg, str(device), args.data, len(train_x), new_vae)
     net = new_vae()
     ours = [e.seconds for e in fit(net, (train_x,), (test_x,), dataclasses.replace(cfg, precision="float32"), device)]
     ours_test = test_loss(net, test_x.to(device))

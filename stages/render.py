@@ -42,7 +42,7 @@ def main():
     axis = "z" if z_dim == 2 else "PC"
     figures = {
         "samples.png": samples_figure(
-            {f"{name}: {net.prior_name}": net.sample(64, gen, codes[name]) for name, net in models.items()}
+            {f"{name}: {net.prior_name}": net.sample(64, gen) for name, net in models.items()}
         ),
         "reconstructions.png": rows_figure(
             {"original": originals} | {name: net.reconstruct(originals) for name, net in models.items()},

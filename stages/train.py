@@ -20,10 +20,13 @@ def main(kind):
     torch.manual_seed(p.train.seed)
     net = model.build(kind, p)
     epochs = fit(net, (train_x,), (data.seen(test_x, p.data.binarize),), p.train, device,
-                 data.transform(p.data.binarize), net.start_epoch)  # a generator: it trains as it is logged
+                 data.transform(p.data.binarize))  # a generator: it trains as it is logged
     try:
         with live.logger(f"metrics/{kind}/train") as log:
             _, seconds = live.log_epochs(log, epochs)
+            # The AE's sampling density, fitted to the training set's codes (the VAE has its N(0, I)).
+            net.fit_prior(data.seen(train_x, p.data.binarize).to(device),
+                          torch.Generator(device).manual_seed(p.train.seed))
             # Written once training has finished: a run that fails or is killed leaves the previous model.
             model.save(net, f"models/{kind}.pt")
             write_json(f"metrics/{kind}/time.json", {"train_seconds": round(seconds, 2)})

@@ -31,6 +31,7 @@ def make_repo(path, raw_params):
             shutil.copy(ROOT / name, path / name)
     for section, values in TINY.items():
         raw_params[section].update(values)
+    raw_params["threads"] = 1  # two test workers on two cores: a thread each
     write_params(path, raw_params)
     sh(path, "git", "init", "-q")
     sh(path, "dvc", "init", "-q")

@@ -11,11 +11,11 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-# Real MNIST for the tests about real data: $MNIST_MIRROR if it is a folder, else the shared copy beside the repo.
-MNIST = Path(os.environ.get("MNIST_MIRROR") or ROOT.parent / "shared/data/mnist")
+# Real MNIST for the tests about real data: $MNIST_MIRROR, a folder holding the four IDX files (or .gz).
+MNIST = Path(os.environ.get("MNIST_MIRROR", "/nonexistent"))
 needs_mnist = pytest.mark.skipif(
     not (MNIST / "train-images-idx3-ubyte.gz").exists() and not (MNIST / "train-images-idx3-ubyte").exists(),
-    reason=f"real MNIST not found at {MNIST} (set MNIST_MIRROR to a folder holding the four IDX files)",
+    reason="real MNIST not found: set MNIST_MIRROR to a folder holding the four IDX files (.gz or not)",
 )
 OUTPUT_DIRS = ("models", "plots", "metrics")
 

@@ -36,7 +36,9 @@ def test_the_shipped_params_load():
         ("data", "binarize", "static", "data.binarize = 'static' is not accepted; expected none or dynamic"),
         ("classifier", "epochs", 0, "classifier.epochs = 0 is not accepted; expected an int >= 1"),
         ("evaluate", "iw_samples", 0, "evaluate.iw_samples = 0 is not accepted; expected an int >= 1"),
-        (None, "threads", 0, "threads = 0 is not accepted; expected an int >= 1"),
+        (None, "threads", 0, "threads = 0 is not accepted; expected auto (every core this process may use) or an int >= 1"),
+            (None, "threads", "all", "threads = 'all' is not accepted; expected auto"),
+            ("ae", "prior", "flow", "ae.prior = 'flow' is not accepted; expected diagonal, full or gmm"),
     ],
 )
 def test_bad_values_name_the_key_and_what_is_accepted(raw_params, section, key, value, message):

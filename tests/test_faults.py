@@ -180,6 +180,12 @@ def test_a_queued_sweep_runs_in_parallel_and_keeps_each_points_results(ran_repo)
                for e in points)  # and the AE, which beta does not reach, is the baseline's
 
 
+def exp_show(repo):
+    """`dvc exp show --json`, or None while a starting executor makes it fail (its folder half set up)."""
+    run = subprocess.run(["dvc", "exp", "show", "--json"], cwd=repo, env=env(repo), capture_output=True, text=True)
+    return json.loads(run.stdout) if run.returncode == 0 else None
+
+
 @needs_mnist
 def test_dvc_exp_show_follows_a_queued_run_epoch_by_epoch(ran_repo):
     sh(ran_repo, "dvc", "exp", "run", "--queue", "-n", "long", "-S", "train.epochs=100")
@@ -190,7 +196,9 @@ def test_dvc_exp_show_follows_a_queued_run_epoch_by_epoch(ran_repo):
         deadline, step = time.time() + 120, 0
         while time.time() < deadline and step < 2:
             time.sleep(1)
-            shown = json.loads(sh(ran_repo, "dvc", "exp", "show", "--json"))
+            shown = exp_show(ran_repo)
+            if shown is None:  # the executor's folder is still being set up
+                continue
             (run,) = [e for b in shown for e in (b.get("experiments") or []) if e["name"] == "long"]
             metrics = run["revs"][0]["data"]["metrics"].get("metrics/ae/train/metrics.json") or {}
             step = metrics.get("data", {}).get("step", 0)

@@ -30,10 +30,10 @@ def test_every_autoencoder_offers_the_interface(net):
     assert all(t.shape == (5,) for t in terms)
     assert all(t.shape == () for t in net.loss(x))
     assert net.reconstruct(x).shape == (5, 784)
-    mean, std = net.prior(torch.randn(100, 3))
-    assert mean.shape == std.shape == (3,)
-    assert net.sample(7, torch.Generator().manual_seed(0), torch.randn(100, 3)).shape == (7, 784)
-    assert isinstance(net.density, bool) and net.code_name and net.prior_name
+    net.fit_prior(x, torch.Generator().manual_seed(0))
+    assert net.prior_sample(7, torch.Generator().manual_seed(0)).shape == (7, 3)
+    assert net.sample(7, torch.Generator().manual_seed(0)).shape == (7, 784)
+    assert net.code_name.endswith("s") and "z ~" in net.prior_name  # they caption figures
 
 
 def test_build_follows_the_params(raw_params):
@@ -115,23 +115,56 @@ def test_reparameterize_passes_gradients_to_mean_and_log_variance():
     assert mu.grad.abs().sum() > 0 and logvar.grad.abs().sum() > 0
 
 
-def test_priors_the_ae_fits_a_gaussian_to_its_codes_the_vae_has_n01():
-    codes = torch.tensor([[5.0, -1.0]]) + torch.tensor([[0.1, 2.0]]) * torch.randn(5000, 2)
-    mean, std = model.AE([16], 2).prior(codes)
-    assert torch.allclose(mean, torch.tensor([5.0, -1.0]), atol=0.1)
-    assert torch.allclose(std, torch.tensor([0.1, 2.0]), rtol=0.05)
-    mean, std = model.VAE([16], 2).prior(codes)
-    assert torch.equal(mean, torch.zeros(2)) and torch.equal(std, torch.ones(2))
+def ae_with_codes(prior, codes, **kw):
+    """An AE whose encoder returns `codes` (whatever the images), with its prior fitted to them."""
+    ae = model.AE([16], codes.shape[1], prior=prior, **kw)
+    ae.code = lambda x: codes[: len(x)]
+    ae.fit_prior(torch.zeros(len(codes), 784), torch.Generator().manual_seed(0))
+    return ae
+
+
+def correlated_codes(n=20_000):
+    torch.manual_seed(0)
+    base = torch.randn(n, 2)
+    return torch.stack([5.0 + 0.1 * base[:, 0], -1.0 + 2.0 * (0.8 * base[:, 0] + 0.6 * base[:, 1])], 1)
+
+
+def test_the_ae_samples_the_diagonal_or_full_gaussian_of_its_training_codes_the_vae_n01():
+    codes = correlated_codes()
+    g = torch.Generator().manual_seed(1)
+    diagonal = ae_with_codes("diagonal", codes).prior_sample(20_000, g)
+    full = ae_with_codes("full", codes).prior_sample(20_000, g)
+    for z in (diagonal, full):
+        assert torch.allclose(z.mean(0), torch.tensor([5.0, -1.0]), atol=0.05)
+        assert torch.allclose(z.std(0), torch.tensor([0.1, 2.0]), rtol=0.03)
+    corr = lambda z: torch.corrcoef(z.T)[0, 1].item()
+    assert corr(codes) == pytest.approx(0.8, abs=0.02)
+    assert corr(full) == pytest.approx(0.8, abs=0.02) and abs(corr(diagonal)) < 0.03  # only full keeps it
+    vae = model.VAE([16], 2)
+    z = vae.prior_sample(20_000, g)
+    assert torch.allclose(z.mean(0), torch.zeros(2), atol=0.03) and torch.allclose(z.std(0), torch.ones(2), atol=0.03)
+
+
+def test_the_gmm_prior_finds_the_clusters_a_single_gaussian_blurs():
+    torch.manual_seed(0)
+    centres = torch.tensor([[-6.0, 0.0], [0.0, 6.0], [6.0, 0.0]])
+    codes = centres[torch.arange(9000) % 3] + 0.5 * torch.randn(9000, 2)
+    gmm = ae_with_codes("gmm", codes, gmm_components=3)
+    assert torch.allclose(gmm.prior_weights, torch.full((3,), 1 / 3), atol=0.02)
+    found = gmm.prior_means[torch.argsort(gmm.prior_means[:, 0] * 10 + gmm.prior_means[:, 1])]
+    assert torch.allclose(found, centres[[0, 1, 2]], atol=0.05)
+    near = lambda z: (torch.cdist(z, centres).min(1).values < 2).float().mean().item()  # within 4 sd of a centre
+    g = torch.Generator().manual_seed(1)
+    assert near(gmm.prior_sample(5000, g)) > 0.99
+    assert near(ae_with_codes("full", codes).prior_sample(5000, g)) < 0.5  # one Gaussian puts mass between them
 
 
 def test_samples_decode_draws_from_the_prior():
-    ae = model.AE([16], 2)
-    codes = torch.tensor([[5.0, -1.0]]) + torch.tensor([[0.1, 2.0]]) * torch.randn(5000, 2)
+    ae = ae_with_codes("diagonal", correlated_codes())
     seen = []
     ae.decode = lambda z: seen.append(z) or z
-    ae.sample(5000, torch.Generator().manual_seed(0), codes)
-    assert torch.allclose(seen[0].mean(0), torch.tensor([5.0, -1.0]), atol=0.1)
-    assert torch.allclose(seen[0].std(0), torch.tensor([0.1, 2.0]), rtol=0.05)
+    ae.sample(5000, torch.Generator().manual_seed(0))
+    assert torch.equal(seen[0], ae.prior_sample(5000, torch.Generator().manual_seed(0)))
 
 
 @pytest.mark.parametrize("kind, arch", [(kind, arch) for kind in KINDS for arch in ("mlp", "conv")])
@@ -142,7 +175,7 @@ def test_checkpoint_round_trip(tmp_path, raw_params, kind, arch):
     model.save(net, tmp_path / "m.pt")
     back = model.load(tmp_path / "m.pt")
     assert type(back) is type(net) and back.args == net.args
-    assert (back.kl_weight, back.likelihood) == (net.kl_weight, net.likelihood)
+    assert (back.kl_weight(), back.likelihood) == (net.kl_weight(), net.likelihood)
     z = torch.randn(2, 4)
     assert torch.equal(back.decode(z), net.decode(z))
     assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]  # no temporary left behind
@@ -200,16 +233,14 @@ def test_log_likelihoods_are_every_pairs_recon_nll(likelihood):
 
 def test_kl_warmup_ramps_the_kl_weight_from_0_to_beta():
     net = model.VAE([8], 2, beta=2.0, kl_warmup_epochs=4)
-    weights = []
-    for epoch in range(1, 8):
-        net.start_epoch(epoch)
-        weights.append(net.kl_weight)
-    assert weights == [0.0, 0.5, 1.0, 1.5, 2.0, 2.0, 2.0]
+    assert [net.kl_weight(epoch) for epoch in range(1, 8)] == [0.0, 0.5, 1.0, 1.5, 2.0, 2.0, 2.0]
+    assert net.kl_weight() == 2.0  # the trained model's objective
     x = torch.rand(3, 784)
-    torch.manual_seed(0)
-    loss, recon, kl = net.loss(x)
-    assert loss.item() == pytest.approx(recon.item() + 2.0 * kl.item())
-    assert model.VAE([8], 2, beta=2.0).kl_weight == 2.0  # no warm-up: beta from the start
+    for epoch, weight in ((2, 0.5), (None, 2.0)):
+        torch.manual_seed(0)
+        loss, recon, kl = net.loss(x, epoch=epoch)
+        assert loss.item() == pytest.approx(recon.item() + weight * kl.item())
+    assert model.VAE([8], 2, beta=2.0).kl_weight(1) == 2.0  # no warm-up: beta from the start
 
 
 def test_iwae_with_one_sample_is_the_elbo_and_more_samples_bound_tighter():

@@ -112,8 +112,10 @@ def test_a_forced_retrain_that_gives_the_same_bytes_leaves_the_rest_up_to_date(r
     log = sh(ran_repo, "dvc", "repro", "--force", "--single-item", "train_vae")
     assert ran(log) == {"train_vae"}
     assert "Data and pipelines are up to date" in sh(ran_repo, "dvc", "status")
-    # Only the wall time moved, and the lock's record of it: every result is as it was.
-    assert set(sh(ran_repo, "git", "status", "--porcelain").splitlines()) == {" M dvc.lock", " M metrics/vae/time.json"}
+    # At most the wall time moved, and the lock's record of it (a retrain fast enough can give the same
+    # rounded time): every result is as it was.
+    assert set(sh(ran_repo, "git", "status", "--porcelain").splitlines()) <= {" M dvc.lock", " M metrics/vae/time.json"}
+    assert "train_seconds" in (ran_repo / "metrics/vae/time.json").read_text()
     old = yaml.safe_load(sh(ran_repo, "git", "show", "HEAD:dvc.lock"))
     new = yaml.safe_load((ran_repo / "dvc.lock").read_text())
     for lock in old, new:

@@ -1,7 +1,8 @@
 """The process settings every stage starts with: pinned code paths, a sized thread pool, the same bytes."""
 
+import importlib.util
+import os
 import platform
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,6 @@ from aevae import runtime
 from helpers import MNIST, ROOT, needs_mnist
 
 x86 = pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="the pinned paths are x86's")
-PROBE = ROOT.parent / "shared/tools/cpu_repro_probe.py"
 
 
 def in_fresh_process(code: str) -> str:
@@ -38,19 +38,30 @@ def test_setup_pins_torchs_code_path_and_sizes_its_pool():
 
 @x86
 @needs_mnist
-@pytest.mark.skipif(not PROBE.exists(), reason=f"{PROBE} not found (the shared tools sit beside the repository)")
-def test_pinned_training_matches_the_digest_an_avx2_machine_printed():
-    """The shared probe trains the article's VAE for 300 steps; REFERENCE.md holds what an AVX2-only
-    machine printed under these settings. Equal digests here mean bit-identical training across the two."""
-    reference = (PROBE.parent / "REFERENCE.md").read_text()
-    pinned = " ".join(f"{k}={v}" for k, v in runtime.PINNED.items() if k != "ONEDNN_MAX_CPU_ISA")
-    row = next(line for line in reference.splitlines() if f"| 1 | {pinned} |" in line)
-    weights, curve = re.findall(r"\| ([0-9a-f]{16}) ", row + " ")
-    out = subprocess.run(
-        [sys.executable, PROBE, MNIST], capture_output=True, text=True, check=True,
-        env={"PATH": "", **runtime.PINNED, "PROBE_THREADS": "1"},
-    ).stdout
-    assert f"weights {weights} curve {curve} " in out
+def test_pinned_training_matches_the_reference_digest_of_this_cpu_kind():
+    """The probe trains the article's VAE for 300 steps; equal digests mean bit-identical training to
+    the machine that recorded them. Digests are per CPU kind: MKL computes other bytes on AMD than on Intel."""
+    probe = load_probe()
+    kind = probe.cpu_kind()
+    reference = probe.REFERENCE.get((kind, "vae", "1"))
+    if reference is None:
+        pytest.skip(f"no reference digest recorded for this CPU kind ({kind}): run bench/repro_probe.py, "
+                    "and add its line to REFERENCE there")
+    out = subprocess.run([sys.executable, ROOT / "bench/repro_probe.py", "--data", MNIST], capture_output=True,
+                         text=True, check=True).stdout
+    assert f"weights {reference[0]} curve {reference[1]} " in out, f"on a {kind} CPU: {out}"
+
+
+def load_probe():
+    spec = importlib.util.spec_from_file_location("repro_probe", ROOT / "bench/repro_probe.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_auto_threads_is_every_core_this_process_may_use():
+    out = in_fresh_process("from aevae import runtime; runtime.setup('auto'); import torch; print(torch.get_num_threads())")
+    assert int(out) == len(os.sched_getaffinity(0))
 
 
 @pytest.mark.parametrize("extensions, native", [

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from aevae import checkpoint
+from aevae.runtime import one_thread
 
 
 class Losses(NamedTuple):
@@ -54,7 +55,7 @@ class Classifier(nn.Module):
     def reference(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.reference_mean, self.reference_cov
 
-    def loss(self, x: torch.Tensor, y: torch.Tensor) -> Losses:
+    def loss(self, x: torch.Tensor, y: torch.Tensor, epoch: int | None = None) -> Losses:
         logits = self(x).float()  # float32 even under bf16 autocast
         return Losses(F.cross_entropy(logits, y, reduction="sum"), (logits.argmax(1) != y).sum().float())
 
@@ -80,6 +81,11 @@ def gaussian(feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def frechet_distance(a: tuple[torch.Tensor, torch.Tensor], b: tuple[torch.Tensor, torch.Tensor]) -> float:
     """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^1/2) between two Gaussians (`gaussian`'s)."""
     (mu_a, s_a), (mu_b, s_b) = a, b
+    with one_thread():  # LAPACK's eigensolvers split their sums by thread count: the same bits at any
+        return _frechet(mu_a, s_a, mu_b, s_b)
+
+
+def _frechet(mu_a, s_a, mu_b, s_b) -> float:
     # Tr (S_a S_b)^1/2 = Tr (S_a^1/2 S_b S_a^1/2)^1/2, whose matrix is symmetric: eigenvalues, no sqrtm.
     vals, vecs = torch.linalg.eigh(s_a)
     root_a = vecs @ torch.diag(vals.clamp(min=0).sqrt()) @ vecs.T

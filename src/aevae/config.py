@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +74,12 @@ class VAE:
 
 
 @dataclass(frozen=True)
+class AE:
+    prior: Literal["diagonal", "full", "gmm"] = spec("diagonal, full or gmm")
+    gmm_components: int = spec("an int >= 1", lambda v: v >= 1)
+
+
+@dataclass(frozen=True)
 class Evaluate:
     seed: int = spec("an int >= 0", lambda v: v >= 0)
     iw_samples: int = spec("an int >= 1", lambda v: v >= 1)
@@ -90,10 +97,12 @@ class Render:
 
 @dataclass(frozen=True)
 class Params:
-    threads: int = spec("an int >= 1", lambda v: v >= 1)
+    threads: Literal["auto"] | int = spec("auto (every core this process may use) or an int >= 1",
+                                          lambda v: v == "auto" or v >= 1)
     data: Data
     model: Model
     train: Train
+    ae: AE
     vae: VAE
     classifier: Classifier
     evaluate: Evaluate
@@ -157,6 +166,8 @@ def _build(cls, raw, prefix: str):
 def _convert(value, tp):
     """The value as type tp, or None when it is not one. Never coerces silently across kinds."""
     origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):  # the first of its types that takes the value
+        return next((v for v in (_convert(value, t) for t in typing.get_args(tp)) if v is not None), None)
     if origin is Literal:
         return value if value in typing.get_args(tp) else None
     if origin is tuple:

@@ -158,7 +158,7 @@ def model_metrics(model: Autoencoder, classifier: Classifier, inputs, cfg) -> tu
     out["active_units"] = active_units(test_z)
     out["probe_accuracy"] = linear_probe(codes(model, train_x), train_y, test_z, test_y)
     with torch.no_grad():
-        samples = model.sample(cfg.samples, gen, test_z)
+        samples = model.sample(cfg.samples, gen)
     feats, probs = classify(classifier, samples)
     out["frechet_samples"] = frechet_distance(gaussian(feats), classifier.reference)
     out["confident_samples"] = (probs.max(1).values > 0.9).float().mean().item()

@@ -16,6 +16,7 @@ from torch import nn
 from torch.distributions import ContinuousBernoulli
 
 from aevae import UserError, checkpoint
+from aevae.runtime import one_thread
 
 IMAGE_SIDE = 28
 IMAGE_DIM = IMAGE_SIDE * IMAGE_SIDE
@@ -128,6 +129,14 @@ def mean_image(logits: torch.Tensor, likelihood: str) -> torch.Tensor:
     return torch.sigmoid(logits)
 
 
+def kl_weight(beta: float, warmup_epochs: int, epoch: int | None) -> float:
+    """The KL term's weight in training epoch `epoch` (from 1): beta, ramped linearly up from 0 over the
+    first `warmup_epochs` (Bowman et al. 2016); `epoch` None, for a trained model, is beta."""
+    if epoch is None or not warmup_epochs:
+        return beta
+    return beta * min(1.0, (epoch - 1) / warmup_epochs)
+
+
 def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(N(mu, exp(logvar)) || N(0, I)) per image, in closed form."""
     return -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(-1)
@@ -139,6 +148,8 @@ class Autoencoder(nn.Module):
 
     `density` says whether the model defines p(x), so that its KL, ELBO and importance-sampled
     likelihood exist; `code_name` and `prior_name` caption its codes and its samples in figures.
+    `epoch`, where a method takes it, is the training epoch (from 1) for an objective that changes
+    during training (KL warm-up); None, the default, is the trained model's objective.
     The networks are `arch`'s (see `encoder`): mlp reads `hidden_dims`, conv reads `channels`.
     """
 
@@ -146,7 +157,6 @@ class Autoencoder(nn.Module):
     code_name = "codes"
     prior_name = "prior"
     likelihood = "gaussian"
-    kl_weight = 0.0  # the KL term's weight in the loss
 
     def __init__(self, hidden_dims: list[int], z_dim: int, arch: str = "mlp", channels: list[int] = (32, 64)):
         super().__init__()
@@ -162,13 +172,17 @@ class Autoencoder(nn.Module):
         """The point in latent space that stands for x."""
         raise NotImplementedError
 
-    def prior(self, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and standard deviation, per latent dim, of the Gaussian that samples are drawn from;
-        `codes` are the test set's codes, for a model whose latent space has no distribution of its own."""
+    def prior_sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """n draws from the distribution over latent space that samples are decoded from."""
         raise NotImplementedError
 
-    def start_epoch(self, epoch: int) -> None:
-        """Called by the trainer as each epoch (from 1) begins: for what changes during training."""
+    def kl_weight(self, epoch: int | None = None) -> float:
+        """The KL term's weight in the loss."""
+        return 0.0
+
+    def fit_prior(self, x: torch.Tensor, generator: torch.Generator) -> None:
+        """After training, fit what `prior_sample` draws from to the training images x, if the model
+        has no prior of its own."""
 
     def image(self, logits: torch.Tensor) -> torch.Tensor:
         """The image decoder logits stand for: the mean of p(x|z) under the model's likelihood."""
@@ -177,36 +191,67 @@ class Autoencoder(nn.Module):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.image(self.decoder(z))
 
-    def terms(self, logits: torch.Tensor, kl: torch.Tensor, x: torch.Tensor) -> Losses:
+    def terms(self, logits: torch.Tensor, kl: torch.Tensor, x: torch.Tensor, epoch: int | None = None) -> Losses:
         """The loss terms per image, from one forward pass: recon under the model's likelihood + weighted KL.
         In float32 whatever precision the forward pass ran in (bf16's 8 bits would round the sums)."""
         recon = recon_loss(logits.float(), x, self.likelihood)
-        return Losses(recon + self.kl_weight * kl, recon, kl)
+        return Losses(recon + self.kl_weight(epoch) * kl, recon, kl)
 
-    def loss(self, x: torch.Tensor) -> Losses:
+    def loss(self, x: torch.Tensor, epoch: int | None = None) -> Losses:
         """The loss terms summed over the batch, for the trainer."""
         out = self(x)
-        return Losses(*(t.sum() for t in self.terms(out.logits, out.kl, x)))
+        return Losses(*(t.sum() for t in self.terms(out.logits, out.kl, x, epoch)))
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """Decoded images, from the same latent draw as the loss (one sample of q(z|x) for a VAE)."""
         return self.image(self(x).logits)
 
-    def sample(self, n: int, generator: torch.Generator, codes: torch.Tensor) -> torch.Tensor:
-        """Decode n draws from the model's prior (see `prior`)."""
-        mean, std = self.prior(codes)
-        return self.decode(mean + std * torch.randn(n, self.z_dim, generator=generator, device=generator.device))
+    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """Decode n draws from the model's prior (see `prior_sample`)."""
+        return self.decode(self.prior_sample(n, generator))
 
 
 class AE(Autoencoder):
-    """The plain autoencoder: a deterministic code, squared error, no prior of its own."""
+    """The plain autoencoder: a deterministic code, squared error, no prior of its own. It is sampled
+    from a density fitted to its training codes after training (`fit_prior`), which the model file
+    keeps: a mixture of full-covariance Gaussians, of one component for `diagonal` and `full`."""
 
-    prior_name = "z ~ Gaussian fitted to test codes"
+    PRIOR_NAMES = {"diagonal": "diagonal Gaussian", "full": "full-covariance Gaussian", "gmm": "Gaussian mixture"}
 
-    def __init__(self, hidden_dims: list[int], z_dim: int, arch: str = "mlp", channels: list[int] = (32, 64)):
+    def __init__(self, hidden_dims: list[int], z_dim: int, arch: str = "mlp", channels: list[int] = (32, 64),
+                 prior: str = "diagonal", gmm_components: int = 10):
         super().__init__(hidden_dims, z_dim, arch, channels)
+        self.args |= {"prior": prior, "gmm_components": gmm_components}
+        self.prior, self.gmm_components = prior, gmm_components
+        self.prior_name = f"z ~ {self.PRIOR_NAMES[prior]} fitted to training codes"
         layers, width = encoder(arch, hidden_dims, channels)
         self.encoder = nn.Sequential(*layers, nn.Linear(width, z_dim))
+        k = gmm_components if prior == "gmm" else 1
+        self.register_buffer("prior_weights", torch.full((k,), 1 / k))
+        self.register_buffer("prior_means", torch.zeros(k, z_dim))
+        self.register_buffer("prior_chol", torch.eye(z_dim).expand(k, z_dim, z_dim).clone())  # covariance = L L^T
+
+    @torch.no_grad()
+    def fit_prior(self, x: torch.Tensor, generator: torch.Generator) -> None:
+        """Fit the sampling density to the codes of x, the training images: the article's Gaussian per
+        latent dim (diagonal), one full-covariance Gaussian (full), or a mixture fitted by EM (gmm: Ghosh
+        et al. 2020's ex-post density estimation); `generator` seeds the mixture's start."""
+        self.eval()
+        codes = torch.cat([self.code(xb) for xb in x.split(5000)]).double()
+        if self.prior == "gmm":
+            weights, means, covs = gaussian_mixture(codes, self.gmm_components, generator)
+        else:
+            weights, means, covs = codes.new_ones(1), codes.mean(0, keepdim=True), torch.cov(codes.T)[None]
+            if self.prior == "diagonal":
+                covs = torch.diag_embed(torch.diagonal(covs, dim1=-2, dim2=-1))
+        with one_thread():
+            chol = torch.linalg.cholesky(covs)
+        self.prior_weights, self.prior_means, self.prior_chol = weights.float(), means.float(), chol.float()
+
+    def prior_sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        which = torch.multinomial(self.prior_weights, n, replacement=True, generator=generator)
+        eps = torch.randn(n, self.z_dim, 1, generator=generator, device=generator.device)
+        return self.prior_means[which] + (self.prior_chol[which] @ eps).squeeze(-1)
 
     def code(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(x)
@@ -215,9 +260,6 @@ class AE(Autoencoder):
         code = self.code(x)
         return Output(self.decoder(code), x.new_zeros(len(x)), code)
 
-    def prior(self, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # The article's way to sample an AE: a Gaussian per latent dim, fitted to the codes.
-        return codes.mean(0), codes.std(0)
 
 
 class VAE(Autoencoder):
@@ -238,7 +280,7 @@ class VAE(Autoencoder):
         self.args |= {"beta": beta, "likelihood": likelihood, "kl_warmup_epochs": kl_warmup_epochs,
                       "iw_samples": iw_samples}
         self.beta, self.likelihood = beta, likelihood
-        self.kl_weight, self.kl_warmup_epochs, self.iw_samples = beta, kl_warmup_epochs, iw_samples
+        self.kl_warmup_epochs, self.iw_samples = kl_warmup_epochs, iw_samples
         layers, width = encoder(arch, hidden_dims, channels)
         self.encoder = nn.Sequential(*layers)
         # The mean and log-variance heads, as one layer: one matmul instead of two, same maths.
@@ -258,18 +300,17 @@ class VAE(Autoencoder):
         mu, logvar = self.encode(x)
         return Output(self.decoder(self.reparameterize(mu, logvar)), kl_divergence(mu, logvar), mu)
 
-    def prior(self, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return codes.new_zeros(self.z_dim), codes.new_ones(self.z_dim)
+    def prior_sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        return torch.randn(n, self.z_dim, generator=generator, device=generator.device)
 
-    def start_epoch(self, epoch: int) -> None:
-        if self.kl_warmup_epochs:
-            self.kl_weight = self.beta * min(1.0, (epoch - 1) / self.kl_warmup_epochs)
+    def kl_weight(self, epoch: int | None = None) -> float:
+        return kl_weight(self.beta, self.kl_warmup_epochs, epoch)
 
-    def loss(self, x: torch.Tensor) -> Losses:
+    def loss(self, x: torch.Tensor, epoch: int | None = None) -> Losses:
         if self.iw_samples == 1:
-            return super().loss(x)
+            return super().loss(x, epoch)
         mu, logvar = self.encode(x)
-        log_w, nll = self.log_weights(x, self.iw_samples, self.kl_weight, (mu, logvar))
+        log_w, nll = self.log_weights(x, self.iw_samples, self.kl_weight(epoch), (mu, logvar))
         bound = torch.logsumexp(log_w, 0) - math.log(self.iw_samples)
         # The objective in the units of the k = 1 loss (for the gaussian: squared error, not a density);
         # recon (of the first sample) and the KL are the ELBO's terms, comparable across k.
@@ -287,7 +328,41 @@ class VAE(Autoencoder):
         nll = recon_nll(logits, x.expand(k, *x.shape), self.likelihood)
         log_p_z = -0.5 * (z.pow(2) + LOG_2PI).sum(-1)
         log_q_z = -0.5 * (eps.pow(2) + LOG_2PI + logvar).sum(-1)
-        return -nll + self.kl_weight * (log_p_z - log_q_z), nll
+        return -nll + kl_weight * (log_p_z - log_q_z), nll
+
+
+def gaussian_mixture(x: torch.Tensor, k: int, generator: torch.Generator, iterations: int = 200, tol: float = 1e-6
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Weights (k,), means (k, d) and covariances (k, d, d) of a Gaussian mixture fitted to x (n, d) by
+    EM, from k distinct points of x as the means, x's covariance for each and equal weights; until the
+    mean log-likelihood gains less than `tol`. In torch, not scikit-learn: on the pinned kernels (the
+    same bytes at any thread count) and on the device the codes are on. A small ridge keeps each
+    covariance positive definite."""
+    n, d = x.shape
+    means = x[torch.randperm(n, generator=generator, device=generator.device)[:k].to(x.device)]
+    ridge = 1e-6 * torch.eye(d, dtype=x.dtype, device=x.device)
+    covs = (torch.cov(x.T) + ridge).expand(k, d, d).clone()
+    log_weights = x.new_full((k,), -math.log(k))
+    last = -math.inf
+    for _ in range(iterations):
+        with one_thread():  # LAPACK's factorisations split their work by thread count
+            chol = torch.linalg.cholesky(covs)
+        diff = (x[None] - means[:, None]).transpose(1, 2)  # (k, d, n)
+        maha = torch.linalg.solve_triangular(chol, diff, upper=False).pow(2).sum(1)  # (k, n)
+        log_det = 2 * torch.diagonal(chol, dim1=-2, dim2=-1).log().sum(-1)
+        joint = log_weights[:, None] - 0.5 * (maha + log_det[:, None] + d * LOG_2PI)
+        log_px = torch.logsumexp(joint, 0)
+        resp = (joint - log_px).exp()  # (k, n): each point's share in each component
+        mass = resp.sum(1)
+        log_weights = (mass / n).log()
+        means = resp @ x / mass[:, None]
+        centred = x[None] - means[:, None]  # (k, n, d)
+        covs = (resp[:, :, None] * centred).transpose(1, 2) @ centred / mass[:, None, None] + ridge
+        ll = log_px.mean().item()
+        if ll - last < tol:
+            break
+        last = ll
+    return log_weights.exp(), means, covs
 
 
 KINDS = {"ae": AE, "vae": VAE}
@@ -298,7 +373,7 @@ def build(kind: str, p) -> Autoencoder:
     m = p.model
     shape = {"arch": m.arch, "channels": m.channels}
     if kind == "ae":
-        return AE(m.hidden_dims, m.z_dim, **shape)
+        return AE(m.hidden_dims, m.z_dim, **shape, prior=p.ae.prior, gmm_components=p.ae.gmm_components)
     if kind == "vae":
         v = p.vae
         return VAE(m.hidden_dims, m.z_dim, v.beta, v.likelihood, kl_warmup_epochs=v.kl_warmup_epochs,

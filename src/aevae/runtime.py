@@ -12,30 +12,40 @@ from __future__ import annotations
 import os
 import platform
 import sys
+from contextlib import contextmanager
 
 from aevae import UserError
 
 # PyTorch's own kernels (ATen), MKL's BLAS and oneDNN's convolutions each pick their code path by
-# CPU, and the path changes float results in the last bits, which training then grows: the same
-# seed trained different models on an AVX-512 CPU and on an AVX2 one. Pinned to AVX2, which every
-# x86-64 CPU of the last decade has, they compute the same bytes on both (README, Reproducibility).
-PINNED = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+# CPU, and the path changes float results in the last bits, which training then grows. Pinned to
+# AVX2, which every x86-64 CPU of the last decade has, and with MKL's strict reproducibility mode,
+# whose matrix products sum in an order fixed whatever the thread count, a given CPU kind computes
+# the same bytes at any number of threads. MKL honours its branches on Intel CPUs only: an AMD CPU
+# computes its own bytes (docs/reproducibility.md gives both kinds' digests and the spread).
+PINNED = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2,STRICT", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 
 
-def setup(threads: int, pin: bool = True) -> None:
-    """Pin the code paths (x86-64 only; `pin=False` leaves each library its fastest, for the bench),
-    size torch's thread pool, and flush denormal floats to zero."""
-    if pin and platform.machine().lower() in ("x86_64", "amd64"):
-        os.environ.update(PINNED)
+def threads_for(threads: int | str) -> int:
+    """The thread count that params.yaml's `threads` names: `auto` is every core this process may use."""
+    return len(os.sched_getaffinity(0)) if threads == "auto" else threads
+
+
+def setup(threads: int | str, pin: bool = True) -> None:
+    """Pin the code paths (x86-64 only; `pin=False` leaves each library its fastest, for bf16 and the
+    bench), size torch's thread pool, and flush denormal floats to zero."""
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        if pin:
+            os.environ.update(PINNED)
+        else:  # a child of a pinned process inherits the pin: bf16 would then be emulated
+            for key, value in PINNED.items():
+                if os.environ.get(key) == value:
+                    del os.environ[key]
     import torch
 
     # Adam's moment estimates for rarely-lit pixels decay geometrically into the denormal range
-    # after ~800 steps, where x86 float arithmetic crawls: epochs got 1.8x slower from then on.
-    # Flushing them to zero changes no figure we report.
+    # after ~800 steps, where x86 float arithmetic crawls. Flushing them to zero changes no figure we report.
     torch.set_flush_denormal(True)
-    # One thread by default: on a busy machine, OpenMP threads that wait for each other at every
-    # op's barrier made an epoch 5 to 50 times slower; a single thread only shares its core.
-    torch.set_num_threads(threads)
+    torch.set_num_threads(threads_for(threads))
 
 
 def cpu_extensions() -> list[str]:
@@ -76,3 +86,17 @@ def warn_precision(precision: str, device, key: str) -> None:
         what = "this CPU has neither AVX-512 BF16 nor AMX" if device.type == "cpu" else "this GPU has no bf16 units"
         print(f"warning: {key} = bf16, but {what}: torch emulates bf16 here, slower than float32; "
               f"for speed, set {key}: float32", file=sys.stderr)
+
+
+@contextmanager
+def one_thread():
+    """Run the block on one thread (torch's and MKL's), for the few library calls whose results
+    depend on the thread count (LAPACK's eigensolvers); the pool is restored after."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

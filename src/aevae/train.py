@@ -38,10 +38,9 @@ def fit(
     cfg: Train,
     device: torch.device,
     transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    start_epoch: Callable[[int], None] | None = None,
 ) -> Iterator[Epoch]:
-    """Train with AdamW on (inputs, *targets) tensors; `transform` maps each training batch's inputs,
-    `start_epoch` is called with each epoch's number (from 1) as it begins.
+    """Train with AdamW on (inputs, *targets) tensors; `transform` maps each training batch's inputs.
+    The model's `loss(*batch, epoch=...)` is told the epoch (from 1), for objectives that change in training.
 
     Yields an Epoch as each epoch ends.
     Randomness (init aside) comes from torch's global generators: seed them before building the model.
@@ -56,8 +55,6 @@ def fit(
     autocast = torch.autocast(device.type, torch.bfloat16, enabled=cfg.precision == "bf16")
     epochs = tqdm(range(1, cfg.epochs + 1), desc=type(model).__name__, unit="epoch")
     for epoch in epochs:
-        if start_epoch:
-            start_epoch(epoch)
         model.train()
         start = time.perf_counter()
         batches = torch.randperm(n, device=device).split(cfg.batch_size)
@@ -65,7 +62,7 @@ def fit(
         for step, idx in enumerate(tqdm(batches, desc=f"epoch {epoch}", unit="batch", leave=False)):
             x, *targets = (t[idx] for t in train)
             with autocast:
-                terms = model.loss(transform(x) if transform else x, *targets)
+                terms = model.loss(transform(x) if transform else x, *targets, epoch=epoch)
             opt.zero_grad(set_to_none=True)
             terms[0].backward()
             opt.step()
@@ -79,7 +76,7 @@ def fit(
             step = int((~steps.isfinite().all(1)).nonzero()[0]) + 1
             raise Diverged(f"training diverged in epoch {epoch}, step {step} of {len(batches)}: the loss became "
                            f"{steps[step - 1, 0].item()}")
-        test_means = mean_losses(model, test)
+        test_means = mean_losses(model, test, epoch)
         if not all(map(math.isfinite, test_means)):
             raise Diverged(f"the test loss became {test_means[0]} after epoch {epoch}")
         epochs.set_postfix(train=f"{train_means[0]:.3f}", test=f"{test_means[0]:.3f}")
@@ -88,10 +85,11 @@ def fit(
 
 
 @torch.no_grad()
-def mean_losses(model: torch.nn.Module, data: tuple[torch.Tensor, ...], batch_size: int = 2000) -> list[float]:
-    """Per-example means of the model's loss terms over data, in eval mode."""
+def mean_losses(model: torch.nn.Module, data: tuple[torch.Tensor, ...], epoch: int | None = None,
+                batch_size: int = 2000) -> list[float]:
+    """Per-example means of the model's loss terms over data, in eval mode (the objective of `epoch`)."""
     model.eval()
     sums = 0
     for batch in zip(*(t.split(batch_size) for t in data)):
-        sums = sums + torch.stack(model.loss(*batch))
+        sums = sums + torch.stack(model.loss(*batch, epoch=epoch))
     return (sums / len(data[0])).tolist()

@@ -1,0 +1,70 @@
+"""The seed summary: groups of experiments that differ only in their seeds, as mean ± sd and n."""
+
+import json
+import statistics
+import time
+
+import pytest
+
+from aevae import UserError, summary
+
+from helpers import needs_mnist, sh
+
+
+def rev(name, params, ae, vae):
+    return {"rev": f"{name:0<40}", "name": name, "data": {
+        "params": {"params.yaml": {"data": params}},
+        "metrics": {"metrics/ae/evaluate.json": {"data": ae}, "metrics/vae/evaluate.json": {"data": vae},
+                    "metrics/vae/train/metrics.json": {"data": {"step": 20}}}}}
+
+
+def shown(points):
+    """`dvc exp show --json` for a baseline (the first point) and its experiments (the rest)."""
+    base, *exps = [rev(*p) for p in points]
+    return [{"rev": "workspace", "name": None, "data": base["data"], "experiments": None},
+            dict(base, experiments=[{"name": e["name"], "revs": [e]} for e in exps])]
+
+
+def point(name, seed, beta, fd_ae, fd_vae, kl):
+    return (name, {"train": {"seed": seed, "lr": 0.001}, "vae": {"beta": beta}, "evaluate": {"seed": 0}},
+            {"frechet_samples": fd_ae}, {"frechet_samples": fd_vae, "kl": kl})
+
+
+def test_groups_differ_only_in_seeds_and_the_figures_are_mean_and_sample_sd():
+    data = shown([point("main", 0, 1.0, 300.0, 98.0, 30.0), point("s1", 1, 1.0, 340.0, 96.0, 31.0),
+                  point("s2", 2, 1.0, 320.0, 97.5, 30.5), point("b4", 0, 4.0, 300.0, 150.0, 12.0),
+                  point("b4s1", 1, 4.0, 340.0, 154.0, 12.4)])
+    groups = summary.groups(summary.runs(data))
+    assert sorted(sorted(r.name for r in g) for g in groups.values()) == [["b4", "b4s1"], ["main", "s1", "s2"]]
+    out = summary.summarize(data, ["frechet_samples", "kl"])
+    # by hand: sample sds 20.0 and 1.04, kept to two significant digits, and the means to as many decimals
+    assert statistics.stdev([300.0, 340.0, 320.0]) == 20.0
+    assert "| frechet_samples | 320 ± 20 | 97.2 ± 1.0 |" in out
+    assert "| kl | – | 30.50 ± 0.50 |" in out  # the AE has no KL
+    assert "**vae.beta=1.0** (main, s1, s2; over train.seed)" in out and "**vae.beta=4.0**" in out
+    assert "| metric (n = 3) | AE | VAE |" in out and "| metric (n = 2) | AE | VAE |" in out
+
+
+def test_a_single_run_is_shown_without_an_error_bar_and_no_runs_is_an_error():
+    out = summary.summarize(shown([point("main", 0, 1.0, 300.0, 98.0, 30.0)]), ["frechet_samples"])
+    assert "| frechet_samples | 300 | 98 |" in out and "n = 1" in out
+    with pytest.raises(UserError, match="no finished runs .* dvc exp run --queue -S 'train.seed=range"):
+        summary.summarize([{"rev": "workspace", "data": {}, "experiments": None}], ["frechet_samples"])
+
+
+@needs_mnist
+@pytest.mark.slow
+def test_a_real_seed_sweep_gives_one_group_of_three(ran_repo):
+    sh(ran_repo, "dvc", "exp", "run", "--queue", "-S", "train.seed=range(1,3)")  # the docs' sweep, 2 points
+    sh(ran_repo, "dvc", "queue", "start", "-j", "2")
+    deadline = time.time() + 300
+    while time.time() < deadline and any(s in sh(ran_repo, "dvc", "queue", "status") for s in ("Running", "Queued")):
+        time.sleep(2)
+    found = summary.runs(json.loads(sh(ran_repo, "dvc", "exp", "show", "--json")))
+    assert sorted(r.params["train.seed"] for r in found) == [0, 1, 2]  # the baseline and its two experiments
+    (group,) = summary.groups(found).values()
+    ae, vae = ([r.metrics[m]["frechet_samples"] for r in group] for m in ("ae", "vae"))
+    assert len(set(vae)) == 3  # each seed its own model
+    out = sh(ran_repo, "python", "-m", "aevae.summary", "--metrics", "frechet_samples")
+    assert f"| frechet_samples | {summary.mean_sd(ae)} | {summary.mean_sd(vae)} |" in out
+    assert "n = 3" in out and "over train.seed" in out
