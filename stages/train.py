@@ -1,13 +1,15 @@
 """train_ae / train_vae: `python stages/train.py KIND` trains one autoencoder (aevae.model.KINDS),
 logging each epoch with DVCLive into metrics/KIND/train/, then writes its model; its training time
-goes to a file no stage reads."""
+goes to a file no stage reads. A killed run resumes from its checkpoint (checkpoints/KIND.pt)."""
+
+from dataclasses import asdict
 
 import torch
 
 from aevae import UserError, config, data, live, model, run_stage, runtime
 from aevae.files import write_json
 from aevae.runtime import resolve_device, warn_precision
-from aevae.train import Diverged, fit
+from aevae.train import Diverged, checkpoint_for, fit
 
 
 def main(kind):
@@ -19,8 +21,12 @@ def main(kind):
     test_x, _ = data.load("data/mnist", "test")
     torch.manual_seed(p.train.seed)
     net = model.build(kind, p)
+    # What this stage reads (dvc.yaml), less `threads`, which changes no byte.
+    sections = {"data": [p.data.train_size, p.data.binarize], "model": asdict(p.model), "train": asdict(p.train),
+                kind: asdict(getattr(p, kind))}
+    checkpoint = checkpoint_for(kind, sections, __file__)
     epochs = fit(net, (train_x,), (data.seen(test_x, p.data.binarize),), p.train, device,
-                 data.transform(p.data.binarize))  # a generator: it trains as it is logged
+                 data.transform(p.data.binarize), checkpoint)  # a generator: it trains as it is logged
     try:
         with live.logger(f"metrics/{kind}/train") as log:
             _, seconds = live.log_epochs(log, epochs)
@@ -30,6 +36,7 @@ def main(kind):
             # Written once training has finished: a run that fails or is killed leaves the previous model.
             model.save(net, f"models/{kind}.pt")
             write_json(f"metrics/{kind}/time.json", {"train_seconds": round(seconds, 2)})
+        checkpoint.remove()
     except Diverged as e:
         raise UserError(f"{e}; try a smaller train.lr (now {p.train.lr})") from None
 

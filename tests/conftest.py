@@ -15,6 +15,16 @@ TINY = {
 }
 
 
+# Tests that run a real `dvc repro` or a stage as a process: `pytest -m "not slow"` leaves them out.
+SLOW_FIXTURES = {"ran_repo", "repo", "workdir"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture
 def raw_params():
     """The shipped params.yaml as a plain dict, for tests to modify."""

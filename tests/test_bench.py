@@ -10,6 +10,8 @@ from aevae import download
 
 from helpers import MNIST, ROOT, needs_mnist
 
+pytestmark = pytest.mark.slow  # the benches themselves, on a small subset
+
 
 def bench(tmp_path, script, *args) -> str:
     download.fetch([str(MNIST)], tmp_path / "mnist")
@@ -43,8 +45,10 @@ def test_cpu_settings_prints_the_pinning_cost_and_the_load_factor(tmp_path):
     assert re.search(r"CPU extensions: .*avx2", out)
     pinned = re.findall(r"^(ae|classifier) +([\d.]+)s +([\d.]+)s +([\d.]+)x .* -> (\w+)$", out, re.MULTILINE)
     assert [row[0] for row in pinned] == ["ae", "classifier"] and all(row[4] == "AVX2" for row in pinned)
-    load = re.findall(r"^(1 thread|2 threads) +([\d.]+)s +([\d.]+)s +([\d.]+)x$", out, re.MULTILINE)
-    assert [row[0] for row in load] == ["1 thread", "2 threads"]
-    for _, base, other, ratio in [row[:4] for row in pinned] + load:  # each ratio is its row's times' (rounded)
+    load = re.findall(r"^(old: 1 thread, AVX2|new: auto \(\d+\), AVX2,STRICT) +([\d.]+)s +([\d.]+)s +([\d.]+)x"
+                      r" +([\d.]+)s +([\d.]+)x$", out, re.MULTILINE)
+    assert [row[0].split(":")[0] for row in load] == ["old", "new"]
+    rows = [row[1:4] for row in pinned] + [row[1:4] for row in load] + [(row[1], row[4], row[5]) for row in load]
+    for base, other, ratio in rows:  # each ratio is its row's times' (rounded)
         base, other, ratio = float(base), float(other), float(ratio)
         assert (other - 5e-4) / (base + 5e-4) - 5e-3 <= ratio <= (other + 5e-4) / (base - 5e-4) + 5e-3

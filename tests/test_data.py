@@ -133,6 +133,7 @@ def test_load_names_a_missing_or_damaged_file(tmp_path, small_mnist):
 
 
 @needs_mnist
+@pytest.mark.slow
 def test_real_mnist_fetches_verified_and_loads(tmp_path):
     download.fetch([str(MNIST)], tmp_path / "mnist")
     x, y = data.load(tmp_path / "mnist", "train")

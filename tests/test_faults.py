@@ -1,7 +1,10 @@
 """Failures lose nothing: killed or failing stages, mistakes in params, a killed `dvc repro`, experiments in parallel."""
 
+import hashlib
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -206,3 +209,76 @@ def test_dvc_exp_show_follows_a_queued_run_epoch_by_epoch(ran_repo):
         assert step >= 2  # epochs logged by a run still under way (its committed baseline has 1)
     finally:
         sh(ran_repo, "dvc", "queue", "kill", "long")
+
+
+def md5s(folder) -> dict[str, str]:
+    """The model, the DVCLive log and the summary's bytes, by path; wall times apart."""
+    return {path: hashlib.md5(data).hexdigest() for path, data in snapshot(folder).items()
+            if not path.endswith("time.json")}
+
+
+def run_stage(folder, *stage, wait=True, stderr=subprocess.DEVNULL):
+    cmd = [sys.executable, str(ROOT / "stages" / stage[0]), *stage[1:]]
+    e = dict(os.environ, PYTHONPATH=str(ROOT / "src"), PYTHONUNBUFFERED="1")
+    if wait:
+        return subprocess.run(cmd, cwd=folder, env=e, capture_output=True, text=True)
+    return subprocess.Popen(cmd, cwd=folder, env=e, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
+
+
+def slow_epochs(raw_params, epochs):
+    """Epochs of about a second on the synthetic data, long enough to be killed in."""
+    raw_params["train"].update(epochs=epochs, batch_size=4)
+    raw_params["classifier"].update(epochs=epochs, batch_size=8, train_size=2000)
+
+
+@pytest.mark.parametrize("stage, log", [(["train.py", "vae"], "metrics/vae/train"),
+                                        (["train_classifier.py"], "metrics/classifier/train")])
+def test_a_training_killed_in_epoch_3_resumes_there_to_the_same_bytes(workdir, raw_params, tmp_path, stage, log):
+    slow_epochs(raw_params, 6)
+    write_params(workdir, raw_params)
+    whole = tmp_path / "whole"
+    shutil.copytree(workdir, whole)
+    assert run_stage(whole, *stage).returncode == 0
+    assert not (whole / "checkpoints").exists() or not any((whole / "checkpoints").iterdir())  # no trace left
+
+    proc = run_stage(workdir, *stage, wait=False)
+    kill_when(proc, lambda: logged(workdir / log).get("step", 0) >= 2)  # in epoch 3 (or, at worst, 4)
+    assert any((workdir / "checkpoints").iterdir())
+    rerun = run_stage(workdir, *stage)
+    assert rerun.returncode == 0, rerun.stderr
+    assert re.search(r"resuming from epoch [34] of 6", rerun.stderr)
+    assert "epoch 1:" not in rerun.stderr  # tqdm's bar of each epoch it trains
+    assert md5s(workdir) == md5s(whole)
+    assert not any((workdir / "checkpoints").iterdir())
+
+
+def test_a_checkpoint_from_other_params_or_a_torn_one_is_discarded_with_one_line(workdir, raw_params):
+    slow_epochs(raw_params, 40)
+    write_params(workdir, raw_params)
+    proc = run_stage(workdir, "train.py", "vae", wait=False)
+    kill_when(proc, lambda: logged(workdir / LOG).get("step", 0) >= 1)
+    raw_params["train"]["epochs"] = 2
+    write_params(workdir, raw_params)
+    (checkpoint,) = (workdir / "checkpoints").iterdir()
+    kept = checkpoint.read_bytes()
+    run = run_stage(workdir, "train.py", "vae")
+    assert run.returncode == 0
+    assert f"checkpoints/vae.pt: made with other params, code or data; discarded, training from epoch 1" in run.stderr
+    assert "resuming" not in run.stderr and logged(workdir / LOG)["step"] == 2
+
+    checkpoint.write_bytes(kept[: len(kept) // 2])  # torn: as a full disk could leave a file not written atomically
+    run = run_stage(workdir, "train.py", "vae")
+    assert run.returncode == 0 and "Traceback" not in run.stderr
+    assert "checkpoints/vae.pt: unreadable (" in run.stderr and "discarded, training from epoch 1" in run.stderr
+
+
+def test_a_kill_in_the_first_epoch_leaves_the_previous_log(workdir, raw_params):
+    assert run_stage(workdir, "train.py", "vae").returncode == 0
+    before = snapshot(workdir)
+    slow_epochs(raw_params, 3)
+    write_params(workdir, raw_params)
+    with open(workdir / "stderr", "w+") as err:
+        proc = run_stage(workdir, "train.py", "vae", wait=False, stderr=err)
+        kill_when(proc, lambda: "epoch 1:" in (workdir / "stderr").read_text())  # tqdm's bar: training began
+    assert "step" not in logged(workdir / LOG) or logged(workdir / LOG)["step"] == 1  # still the old log
+    assert snapshot(workdir) == before  # DVCLive has not emptied the log: no epoch had ended

@@ -14,7 +14,7 @@ EPOCHS = [{"train": {"loss": 3.0, "kl": 1.0}, "test": {"loss": 2.5, "kl": 0.5}},
 def log(folder, epochs):
     with live.logger(folder) as logger:
         for number, figures in enumerate(epochs, 1):
-            live.log_epoch(logger, number, figures)
+            live.log_epoch(logger.start(), number, figures)
 
 
 def files(folder):

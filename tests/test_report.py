@@ -27,6 +27,7 @@ def test_the_committed_template_is_what_the_generator_writes_and_dvc_uses_it():
 
 
 @needs_chromium
+@pytest.mark.slow
 def test_dvc_plots_show_renders_offline_in_chromium(tmp_path):
     out = tmp_path / "report"
     subprocess.run(["dvc", "plots", "show", "-o", str(out)], cwd=ROOT, env=env(ROOT), check=True, capture_output=True)

@@ -38,6 +38,7 @@ def test_setup_pins_torchs_code_path_and_sizes_its_pool():
 
 @x86
 @needs_mnist
+@pytest.mark.slow
 def test_pinned_training_matches_the_reference_digest_of_this_cpu_kind():
     """The probe trains the article's VAE for 300 steps; equal digests mean bit-identical training to
     the machine that recorded them. Digests are per CPU kind: MKL computes other bytes on AMD than on Intel."""
@@ -50,6 +51,18 @@ def test_pinned_training_matches_the_reference_digest_of_this_cpu_kind():
     out = subprocess.run([sys.executable, ROOT / "bench/repro_probe.py", "--data", MNIST], capture_output=True,
                          text=True, check=True).stdout
     assert f"weights {reference[0]} curve {reference[1]} " in out, f"on a {kind} CPU: {out}"
+
+
+@x86
+def test_an_unpinned_child_of_a_pinned_process_gets_the_native_paths_back():
+    """A bf16 stage, or the bench's bf16 child, runs unpinned even when its parent's pins are in its environment:
+    inherited, ONEDNN_MAX_CPU_ISA=AVX2 would make a CPU with AMX emulate bf16."""
+    native = in_fresh_process("import torch; print(torch.backends.cpu.get_cpu_capability())")
+    code = ("from aevae import runtime; runtime.setup(1, pin=False); import os, torch; torch.ones(9).sum();"
+            "print(torch.backends.cpu.get_cpu_capability(), *(k in os.environ for k in runtime.PINNED))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=dict(os.environ, **runtime.PINNED)).stdout.split()
+    assert out == [native, "False", "False", "False"]
 
 
 def load_probe():

@@ -18,11 +18,13 @@ def rev(name, params, ae, vae):
                     "metrics/vae/train/metrics.json": {"data": {"step": 20}}}}}
 
 
-def shown(points):
-    """`dvc exp show --json` for a baseline (the first point) and its experiments (the rest)."""
+def shown(points, running=()):
+    """`dvc exp show --json` for a baseline (the first point) and its experiments (the rest, finished but
+    for those named in `running`, which show their baseline's figures until they end)."""
     base, *exps = [rev(*p) for p in points]
+    state = lambda e: {"state": "running" if e["name"] in running else "success"}
     return [{"rev": "workspace", "name": None, "data": base["data"], "experiments": None},
-            dict(base, experiments=[{"name": e["name"], "revs": [e]} for e in exps])]
+            dict(base, experiments=[{"name": e["name"], "revs": [e], "executor": state(e)} for e in exps])]
 
 
 def point(name, seed, beta, fd_ae, fd_vae, kl):
@@ -33,10 +35,11 @@ def point(name, seed, beta, fd_ae, fd_vae, kl):
 def test_groups_differ_only_in_seeds_and_the_figures_are_mean_and_sample_sd():
     data = shown([point("main", 0, 1.0, 300.0, 98.0, 30.0), point("s1", 1, 1.0, 340.0, 96.0, 31.0),
                   point("s2", 2, 1.0, 320.0, 97.5, 30.5), point("b4", 0, 4.0, 300.0, 150.0, 12.0),
-                  point("b4s1", 1, 4.0, 340.0, 154.0, 12.4)])
+                  point("b4s1", 1, 4.0, 340.0, 154.0, 12.4), point("s3", 3, 1.0, 300.0, 98.0, 30.0)],
+                 running={"s3"})
     groups = summary.groups(summary.runs(data))
     assert sorted(sorted(r.name for r in g) for g in groups.values()) == [["b4", "b4s1"], ["main", "s1", "s2"]]
-    out = summary.summarize(data, ["frechet_samples", "kl"])
+    out = summary.summarize(summary.runs(data), ["frechet_samples", "kl"])
     # by hand: sample sds 20.0 and 1.04, kept to two significant digits, and the means to as many decimals
     assert statistics.stdev([300.0, 340.0, 320.0]) == 20.0
     assert "| frechet_samples | 320 ± 20 | 97.2 ± 1.0 |" in out
@@ -45,11 +48,30 @@ def test_groups_differ_only_in_seeds_and_the_figures_are_mean_and_sample_sd():
     assert "| metric (n = 3) | AE | VAE |" in out and "| metric (n = 2) | AE | VAE |" in out
 
 
+def test_a_sweep_table_has_a_row_per_group_and_a_saved_file_gives_the_same(tmp_path, monkeypatch):
+    data = shown([point("main", 0, 1.0, 300.0, 98.0, 30.0), point("s1", 1, 1.0, 340.0, 96.0, 31.0),
+                  point("b4", 0, 4.0, 300.0, 150.0, 12.0)])
+    out = summary.summarize(summary.runs(data), ["frechet_samples", "kl"], all_groups=True, model="vae")
+    assert out.splitlines() == ["| vae.beta | n | frechet_samples | kl |", "| ---: | ---: | ---: | ---: |",
+                                "| 1.0 | 2 | 97.0 ± 1.4 | 30.50 ± 0.71 |", "| 4.0 | 1 | 150 | 12 |"]
+    monkeypatch.setattr(summary, "exp_show", lambda: data)
+    monkeypatch.setattr("sys.argv", ["summary", "--save", str(tmp_path / "runs.json"), "--all", "--model", "vae"])
+    summary.main()
+    assert summary.summarize(summary.load(tmp_path / "runs.json"), ["frechet_samples", "kl"], True, "vae") == out
+    assert [r.name for r in summary.select(summary.runs(data), ["vae.beta=4.0"])] == ["b4"]
+    assert [r.name for r in summary.select(summary.runs(data), ["train.seed=1", "vae.beta=1"])] == ["s1"]
+    with pytest.raises(UserError, match="--where vae.betta=1: no run has a param 'vae.betta'"):
+        summary.select(summary.runs(data), ["vae.betta=1"])
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(UserError, match="bad.json: not a file that --save wrote"):
+        summary.load(tmp_path / "bad.json")
+
+
 def test_a_single_run_is_shown_without_an_error_bar_and_no_runs_is_an_error():
-    out = summary.summarize(shown([point("main", 0, 1.0, 300.0, 98.0, 30.0)]), ["frechet_samples"])
+    out = summary.summarize(summary.runs(shown([point("main", 0, 1.0, 300.0, 98.0, 30.0)])), ["frechet_samples"])
     assert "| frechet_samples | 300 | 98 |" in out and "n = 1" in out
     with pytest.raises(UserError, match="no finished runs .* dvc exp run --queue -S 'train.seed=range"):
-        summary.summarize([{"rev": "workspace", "data": {}, "experiments": None}], ["frechet_samples"])
+        summary.summarize(summary.runs([{"rev": "workspace", "data": {}, "experiments": None}]), ["frechet_samples"])
 
 
 @needs_mnist

@@ -83,6 +83,7 @@ def test_cuda_without_a_gpu_is_a_clear_error():
 
 
 @needs_mnist
+@pytest.mark.slow
 def test_both_models_learn_real_digits(tmp_path, raw_params):
     download.fetch([str(MNIST)], tmp_path)
     x, _ = data.load(tmp_path, "train", limit=10000)

@@ -64,8 +64,8 @@ class Classifier(nn.Module):
 def classify(classifier: Classifier, x: torch.Tensor, batch_size: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
     """The classifier's penultimate features and class probabilities for images x.
 
-    Leaves the classifier's weights channels-last: oneDNN convolves a one-channel image 3 times
-    faster so (the features move in the 6th digit); training keeps the default layout, and its bits.
+    Leaves the classifier's weights channels-last, where oneDNN convolves a one-channel image faster
+    (docs/performance.md; the features move in the 6th digit); training keeps the default layout.
     """
     classifier.eval().to(memory_format=torch.channels_last)
     feats = torch.cat([classifier.features(xb) for xb in x.split(batch_size)])

@@ -61,8 +61,8 @@ def importance_nll(model: Autoencoder, x: torch.Tensor, k: int, batch_size: int 
     model.eval()
     nll = []
     for xb in tqdm(x.split(batch_size), desc=f"IS-NLL, k={k}", unit="batch", leave=False):
-        # At most chunk x batch_size decoded images at once: bounded memory, and 100 ran 30% faster
-        # than 500 (the activations stay nearer the cache) with the same bits.
+        # At most chunk x batch_size decoded images at once: bounded memory, and activations that stay
+        # nearer the cache.
         log_w = torch.cat([model.log_weights(xb, min(chunk, k - i))[0] for i in range(0, k, chunk)])
         nll.append(math.log(k) - torch.logsumexp(log_w, 0))
     return torch.cat(nll)
@@ -111,7 +111,7 @@ def linear_probe(train_z, train_y, test_z, test_y, steps: int = 200) -> float:
     """Test accuracy of a multinomial logistic regression fitted on standardised training codes."""
     mean, std = train_z.mean(0), train_z.std(0) + 1e-6
     train_z, test_z = (train_z - mean) / std, (test_z - mean) / std
-    # (classes, dims), nn.Linear's layout: MKL multiplies this narrow shape 2 to 3 times faster so.
+    # (classes, dims), nn.Linear's layout, which MKL multiplies faster at this narrow shape.
     w = train_z.new_zeros(10, train_z.shape[1], requires_grad=True)
     b = train_z.new_zeros(10, requires_grad=True)
     opt = torch.optim.LBFGS([w, b], max_iter=steps, history_size=20, line_search_fn="strong_wolfe")

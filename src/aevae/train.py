@@ -10,15 +10,21 @@ summing the loss terms on the device so that an epoch never waits on the host
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import NamedTuple
 
 import torch
 from tqdm import tqdm
 
+from aevae import UserError
 from aevae.config import Train
+from aevae.files import atomic_path
 
 
 class Epoch(NamedTuple):
@@ -31,6 +37,63 @@ class Diverged(Exception):
     """The loss stopped being a finite number; the message says where."""
 
 
+class Checkpoint:
+    """The trainer's state after an epoch, in one file written atomically: the weights, AdamW's
+    state, the random generators' states (which the next epoch draws from), and every epoch's
+    figures so far. `stamp` names what it belongs to (the params, code and data, see `stamp`): a
+    file with another stamp, or one that cannot be read, is discarded, never resumed from."""
+
+    def __init__(self, path: str | Path, stamp: str):
+        self.path, self.stamp = Path(path), stamp
+
+    def load(self) -> dict | None:
+        """The saved state, or None (with a line on stderr saying why, when there was a file)."""
+        if not self.path.exists():
+            return None
+        try:
+            state = torch.load(self.path, weights_only=True)
+            fresh = state["stamp"] != self.stamp
+        except Exception as e:  # a torn or foreign file: anything torch.load can raise
+            print(f"{self.path}: unreadable ({type(e).__name__}); discarded, training from epoch 1", file=sys.stderr)
+            return None
+        if fresh:
+            print(f"{self.path}: made with other params, code or data; discarded, training from epoch 1",
+                  file=sys.stderr)
+            return None
+        return state
+
+    def save(self, model, opt, history: list[Epoch], device: torch.device) -> None:
+        state = {"stamp": self.stamp, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                 "rng": torch.get_rng_state(), "history": [[e.number, e.figures, e.seconds] for e in history]}
+        if device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(device)
+        try:
+            with atomic_path(self.path) as tmp:
+                torch.save(state, tmp)
+        except OSError as e:
+            raise UserError(f"{self.path}: cannot write the training checkpoint ({e.strerror or e}); the previous "
+                            "one is kept: free some disk space and rerun, it resumes from there") from None
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def checkpoint_for(name: str, params: dict, script: str | Path, data_dir: str | Path = "data/mnist") -> Checkpoint:
+    """Training stage `name`'s checkpoint, checkpoints/<name>.pt (ignored by git, untouched by DVC),
+    stamped with `params` (the sections the stage reads), the package's code, the stage's script and
+    the data: what, changed, would train other bytes."""
+    files = [*Path(__file__).parent.glob("*.py"), script, *Path(data_dir).iterdir()]
+    return Checkpoint(Path("checkpoints") / f"{name}.pt", stamp(params, files))
+
+
+def stamp(params: dict, files: Iterable[str | Path]) -> str:
+    """A digest of the params a stage reads and of the bytes of its code and data files."""
+    h = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode())
+    for path in sorted(map(str, files)):
+        h.update(path.encode() + b"\0" + Path(path).read_bytes())
+    return h.hexdigest()
+
+
 def fit(
     model: torch.nn.Module,
     train: tuple[torch.Tensor, ...],
@@ -38,9 +101,14 @@ def fit(
     cfg: Train,
     device: torch.device,
     transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> Iterator[Epoch]:
     """Train with AdamW on (inputs, *targets) tensors; `transform` maps each training batch's inputs.
     The model's `loss(*batch, epoch=...)` is told the epoch (from 1), for objectives that change in training.
+
+    With a `checkpoint`, the state is saved there after every epoch, and a run whose checkpoint
+    matches resumes after its last epoch, to the same bytes as a run never stopped: it first yields
+    the epochs the checkpoint holds, so that a log written from what it yields is whole.
 
     Yields an Epoch as each epoch ends.
     Randomness (init aside) comes from torch's global generators: seed them before building the model.
@@ -53,7 +121,18 @@ def fit(
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     # bf16: matmuls and convolutions in bfloat16, the weights, the optimiser and the loss in float32.
     autocast = torch.autocast(device.type, torch.bfloat16, enabled=cfg.precision == "bf16")
-    epochs = tqdm(range(1, cfg.epochs + 1), desc=type(model).__name__, unit="epoch")
+    history = []
+    state = checkpoint.load() if checkpoint else None
+    if state:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"])
+        if "cuda_rng" in state and device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
+        history = [Epoch(*e) for e in state["history"]]
+        print(f"{checkpoint.path}: resuming from epoch {len(history) + 1} of {cfg.epochs}", file=sys.stderr)
+        yield from history
+    epochs = tqdm(range(len(history) + 1, cfg.epochs + 1), desc=type(model).__name__, unit="epoch")
     for epoch in epochs:
         model.train()
         start = time.perf_counter()
@@ -81,7 +160,10 @@ def fit(
             raise Diverged(f"the test loss became {test_means[0]} after epoch {epoch}")
         epochs.set_postfix(train=f"{train_means[0]:.3f}", test=f"{test_means[0]:.3f}")
         figures = {"train": dict(zip(terms._fields, train_means)), "test": dict(zip(terms._fields, test_means))}
-        yield Epoch(epoch, figures, seconds)
+        history.append(Epoch(epoch, figures, seconds))
+        if checkpoint:
+            checkpoint.save(model, opt, history, device)
+        yield history[-1]
 
 
 @torch.no_grad()
