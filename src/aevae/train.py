@@ -75,7 +75,12 @@ class Checkpoint:
                             "one is kept: free some disk space and rerun, it resumes from there") from None
 
     def remove(self) -> None:
+        """Once the stage has finished: no file, and no folder left empty."""
         self.path.unlink(missing_ok=True)
+        try:
+            self.path.parent.rmdir()
+        except OSError:  # another stage's checkpoint is still there, or there was no folder
+            pass
 
 
 def checkpoint_for(name: str, params: dict, script: str | Path, data_dir: str | Path = "data/mnist") -> Checkpoint:
