@@ -33,6 +33,7 @@ def workdir(tmp_path, raw_params):
     raw_params["data"]["train_size"] = 2000
     raw_params["train"]["epochs"] = 1
     raw_params["model"]["hidden_dims"] = [64, 32]
+    raw_params["threads"] = 1  # next to another test worker on two cores
     write_params(tmp_path, raw_params)
     return tmp_path
 
@@ -227,7 +228,7 @@ def run_stage(folder, *stage, wait=True, stderr=subprocess.DEVNULL):
 
 def slow_epochs(raw_params, epochs):
     """Epochs of about a second on the synthetic data, long enough to be killed in."""
-    raw_params["train"].update(epochs=epochs, batch_size=4)
+    raw_params["train"].update(epochs=epochs, batch_size=8)
     raw_params["classifier"].update(epochs=epochs, batch_size=8, train_size=2000)
 
 
@@ -266,6 +267,7 @@ def test_a_checkpoint_from_other_params_or_a_torn_one_is_discarded_with_one_line
     assert f"checkpoints/vae.pt: made with other params, code or data; discarded, training from epoch 1" in run.stderr
     assert "resuming" not in run.stderr and logged(workdir / LOG)["step"] == 2
 
+    checkpoint.parent.mkdir(exist_ok=True)  # the finished run removed it
     checkpoint.write_bytes(kept[: len(kept) // 2])  # torn: as a full disk could leave a file not written atomically
     run = run_stage(workdir, "train.py", "vae")
     assert run.returncode == 0 and "Traceback" not in run.stderr
