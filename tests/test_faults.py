@@ -284,3 +284,26 @@ def test_a_kill_in_the_first_epoch_leaves_the_previous_log(workdir, raw_params):
         kill_when(proc, lambda: "epoch 1:" in (workdir / "stderr").read_text())  # tqdm's bar: training began
     assert "step" not in logged(workdir / LOG) or logged(workdir / LOG)["step"] == 1  # still the old log
     assert snapshot(workdir) == before  # DVCLive has not emptied the log: no epoch had ended
+
+
+@needs_mnist
+def test_dvc_repro_killed_in_epoch_3_resumes_to_the_bytes_of_a_run_never_stopped(ran_repo, tmp_path):
+    params = read_params(ran_repo)
+    params["train"].update(epochs=6, batch_size=8)  # epochs long enough to be killed in
+    write_params(ran_repo, params)
+    whole = tmp_path / "whole"
+    shutil.copytree(ran_repo, whole, symlinks=True)
+    sh(whole, "dvc", "repro", "-s", "train_vae")
+
+    proc = subprocess.Popen(["dvc", "repro", "-s", "train_vae"], cwd=ran_repo, env=env(ran_repo),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    kill_when(proc, lambda: logged(ran_repo / LOG).get("step", 0) >= 2)
+    log = subprocess.run(["dvc", "repro", "-s", "train_vae"], cwd=ran_repo, env=env(ran_repo), capture_output=True,
+                         text=True)
+    assert log.returncode == 0, log.stderr
+    assert re.search(r"checkpoints/vae\.pt: resuming from epoch [34] of 6", log.stderr)
+    assert "epoch 1:" not in log.stderr
+    files = ["models/vae.pt", f"{LOG}/metrics.json", *(f"{LOG}/plots/metrics/{s}/{t}.tsv" for s in ("train", "test")
+                                                      for t in ("loss", "recon", "kl"))]
+    assert {f: (ran_repo / f).read_bytes() for f in files} == {f: (whole / f).read_bytes() for f in files}
+    assert not (ran_repo / "checkpoints").exists()
