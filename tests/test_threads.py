@@ -5,6 +5,7 @@ import hashlib
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -42,6 +43,9 @@ def run_stages(folder, raw_params, threads):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif("GenuineIntel" not in (Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""),
+                    reason="thread invariance rests on MKL's strict mode, which MKL applies on Intel CPUs only "
+                           "(docs/reproducibility.md); not yet measured on other CPUs")
 def test_every_stage_gives_the_same_bytes_at_1_2_and_4_threads(tmp_path, raw_params):
     runs = {t: run_stages(tmp_path / f"threads{t}", copy.deepcopy(raw_params), t) for t in (1, 2, 4)}
     assert {"models/vae.pt", "models/classifier.pt", "metrics/vae/train/plots/metrics/train/loss.tsv",

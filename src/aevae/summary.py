@@ -101,7 +101,7 @@ def cell(group: list[Run], model: str, metric: str) -> str:
     return mean_sd(values) if values and len(values) == len(group) else "–"
 
 
-def by_group(by_group: dict[tuple, list[Run]], model: str, metrics: list[str]) -> str:
+def sweep_table(by_group: dict[tuple, list[Run]], model: str, metrics: list[str]) -> str:
     """One model's figures, a row per group (its params that differ between groups) and a column per metric."""
     varied = varied_keys(by_group)
     lines = ["| " + " | ".join([*varied, "n", *metrics]) + " |", "|" + " ---: |" * (len(varied) + 1 + len(metrics))]
@@ -132,14 +132,14 @@ def summarize(found: list[Run], metrics: list[str], all_groups: bool = False, mo
     if not found:
         raise UserError(f"no finished runs with metrics/<model>/evaluate.json here; run the pipeline ('dvc repro'), "
                         f"then a seed sweep: {SWEEP}")
-    by_group_ = groups(found)
+    by_group = groups(found)
     if not all_groups:  # the groups of more than one seed: those with an error bar
-        by_group_ = {k: g for k, g in by_group_.items() if len(g) > 1} or by_group_
+        by_group = {k: g for k, g in by_group.items() if len(g) > 1} or by_group
     if model:
-        return by_group(by_group_, model, metrics)
-    varied = set(varied_keys(by_group_))
+        return sweep_table(by_group, model, metrics)
+    varied = set(varied_keys(by_group))
     parts = []
-    for key, group in by_group_.items():
+    for key, group in by_group.items():
         label = ", ".join(f"{k}={v}" for k, v in key if k in varied) or "params.yaml as committed"
         seeds = sorted({k for run in group for k in run.params if is_seed(k)
                         and len({r.params[k] for r in group}) > 1})
