@@ -70,7 +70,7 @@ def epoch_gflop(net: torch.nn.Module, n_samples: int) -> float:
     return per_sample * n_samples / 1e9
 
 
-def step_floor(net: torch.nn.Module, cfg: config.Train, device: torch.device) -> tuple[float, float]:
+def step_floor(net: torch.nn.Module, cfg: config.TrainParams, device: torch.device) -> tuple[float, float]:
     """Seconds per step of what no training loop can skip, each timed alone: the step's matmuls at the
     model's own shapes and layouts (as autograd calls them), and torch's fused AdamW update of its parameters."""
     mms = []

@@ -4,7 +4,8 @@ autoencoder (aevae.model.KINDS) into plots/images/, side by side."""
 import torch
 
 from aevae import config, data, model, run_stage, runtime
-from aevae.files import atomic_path, read_curves
+from aevae.files import atomic_path
+from aevae.live import read_curves
 from aevae.render import (
     interpolate,
     latent_figure,
@@ -26,7 +27,7 @@ def main():
     device = runtime.resolve_device(p.render.device, "render.device")
     torch.set_grad_enabled(False)
     test_x, test_y = data.load("data/mnist", "test")
-    test_x = data.seen(test_x, p.data.binarize).to(device)  # what the models were trained on
+    test_x = data.eval_images(test_x, p.data.binarize).to(device)  # what the models were trained on
     test_y = test_y.to(device)
     models = {kind.upper(): model.load(f"models/{kind}.pt", device) for kind in model.KINDS}
     gen = torch.Generator(device).manual_seed(p.render.seed)
@@ -38,7 +39,7 @@ def main():
     first = {d: test_x[(test_y == d).nonzero()[0, 0]] for d in range(10)}
     walks = {f"{name} {a}→{b}": interpolate(net, first[a], first[b], 12) for a, b in PAIRS for name, net in models.items()}
     codes = {name: net.code(test_x) for name, net in models.items()}
-    z_dim = next(iter(models.values())).z_dim  # model.z_dim: the same for every model
+    z_dim = next(iter(models.values())).config.z_dim  # the same for every model (params.yaml: model.z_dim)
     axis = "z" if z_dim == 2 else "PC"
     figures = {
         "samples.png": samples_figure(

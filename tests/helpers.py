@@ -4,6 +4,7 @@ import os
 import re
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -77,3 +78,12 @@ def idx_bytes(array: np.ndarray) -> bytes:
     """An IDX file of unsigned bytes, as MNIST's."""
     header = bytes([0, 0, 0x08, array.ndim]) + np.array(array.shape, ">i4").tobytes()
     return header + array.astype(np.uint8).tobytes()
+
+
+def make_model(kind: str, **fields):
+    """Autoencoder `kind` as params.yaml builds it, but for `fields` of its Config (e.g. z_dim=2)."""
+    from aevae import config, model
+
+    p = config.load(ROOT / "params.yaml")
+    cls = model.KINDS[kind]
+    return cls(cls.Config(**{**asdict(p.model), **asdict(getattr(p, kind)), **fields}))

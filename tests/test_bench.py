@@ -1,4 +1,6 @@
-"""The benchmarks run end to end on a small subset (their timings are not asserted: speed is for bench/)."""
+"""The benchmarks run end to end on a small subset. Their timings are not asserted (speed is for bench/),
+nor is their arithmetic on them: what is asserted is what holds whatever the timings, e.g. that every loop
+learns the same."""
 
 import re
 import subprocess
@@ -24,16 +26,10 @@ def bench(tmp_path, script, *args) -> str:
 @needs_mnist
 def test_train_speed_sets_the_loops_against_the_bound_and_the_floor(tmp_path):
     out = bench(tmp_path, "train_speed.py", "--epochs", "2", "--train-size", "640")
-    floor_vs_bound = float(re.search(r"-> floor [\d.]+ s/epoch \(([\d.]+)x the bound\)", out).group(1))
+    assert re.search(r"-> floor [\d.]+ s/epoch \(([\d.]+)x the bound\)", out)
     table = dict(re.findall(r"^(article-style|aevae\.fit|unpinned float32|unpinned bf16) +(\d.*)$", out, re.MULTILINE))
     assert list(table) == ["article-style", "aevae.fit", "unpinned float32", "unpinned bf16"]
-    (_, article_rate, _, _, _, article_loss), (_, ours_rate, vs_article, vs_bound, vs_floor, ours_loss), \
-        (*_, free_loss), (*_, bf16_loss) = (row.split() for row in table.values())
-    ratio = lambda text: float(text.rstrip("x").replace(",", ""))
-    # The printed ratios agree with each other, to their rounding.
-    assert ratio(vs_article) == pytest.approx(ratio(ours_rate) / ratio(article_rate), rel=0.01, abs=0.01)
-    assert ratio(vs_bound) / ratio(vs_floor) == pytest.approx(floor_vs_bound, rel=0.02)
-    assert floor_vs_bound > 1  # the floor adds the optimiser and the real shapes to the bound's matmuls
+    (*_, article_loss), (*_, ours_loss), (*_, free_loss), (*_, bf16_loss) = (row.split() for row in table.values())
     # Both loops train the same model from the same seed: they learn about as much.
     assert float(ours_loss) == pytest.approx(float(article_loss), rel=0.1)
     assert float(free_loss) == pytest.approx(float(ours_loss), rel=0.1)  # other code paths, the same learning
@@ -45,11 +41,20 @@ def test_cpu_settings_prints_the_pinning_cost_and_the_load_factor(tmp_path):
     out = bench(tmp_path, "cpu_settings.py", "--train-size", "640", "--epochs", "2")
     assert re.search(r"CPU extensions: .*avx2", out)
     pinned = re.findall(r"^(ae|classifier) +([\d.]+)s +([\d.]+)s +([\d.]+)x .* -> (\w+)$", out, re.MULTILINE)
+    # the pinned child runs ATen's AVX2 kernels, whatever this CPU has beyond
     assert [row[0] for row in pinned] == ["ae", "classifier"] and all(row[4] == "AVX2" for row in pinned)
-    load = re.findall(r"^(old: 1 thread, AVX2|new: auto \(\d+\), AVX2,STRICT) +([\d.]+)s +([\d.]+)s +([\d.]+)x"
-                      r" +([\d.]+)s +([\d.]+)x$", out, re.MULTILINE)
-    assert [row[0].split(":")[0] for row in load] == ["old", "new"]
-    rows = [row[1:4] for row in pinned] + [row[1:4] for row in load] + [(row[1], row[4], row[5]) for row in load]
-    for base, other, ratio in rows:  # each ratio is its row's times' (rounded)
-        base, other, ratio = float(base), float(other), float(ratio)
-        assert (other - 5e-4) / (base + 5e-4) - 5e-3 <= ratio <= (other + 5e-4) / (base - 5e-4) + 5e-3
+    load = re.findall(r"^(old: 1 thread, AVX2|new: auto \(\d+\), AVX2,STRICT) +", out, re.MULTILINE)
+    assert [row.split(":")[0] for row in load] == ["old", "new"]
+
+
+@needs_mnist
+def test_classifier_layout_scores_both_layouts_to_the_same_features(tmp_path):
+    import torch
+
+    from aevae import classifier
+
+    torch.manual_seed(0)
+    classifier.save(classifier.Classifier(), tmp_path / "classifier.pt")
+    out = bench(tmp_path, "classifier_layout.py", "--images", "500", "--repeats", "2", "--model", tmp_path / "classifier.pt")
+    assert re.search(r"^ +contiguous [\d.]+ s\n channels-last [\d.]+ s$", out, re.MULTILINE)
+    assert float(re.search(r"features differ by at most (\S+)$", out, re.MULTILINE).group(1)) < 1e-4

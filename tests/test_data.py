@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from aevae import DataError, UserError, data, download
+from aevae import DataError, MissingData, MissingModel, UserError, data, download, run_stage
 
 from helpers import MNIST, idx_bytes, needs_mnist
 
@@ -118,18 +118,38 @@ def test_a_failed_fetch_keeps_the_previous_output(tmp_path, small_mnist):
     assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == before
 
 
-def test_load_names_a_missing_or_damaged_file(tmp_path, small_mnist):
+def test_load_raises_typed_errors_that_name_a_missing_or_damaged_file(tmp_path, small_mnist):
     folder, sha, _ = small_mnist
-    with pytest.raises(UserError, match="train-images-idx3-ubyte: not found; run the fetch stage"):
+    with pytest.raises(MissingData, match=r"train-images-idx3-ubyte: not found$") as e:
         data.load(tmp_path, "train")
+    assert e.value.path == tmp_path / "train-images-idx3-ubyte"
     download.fetch([str(folder)], tmp_path / "out", sha)
     images = tmp_path / "out" / "t10k-images-idx3-ubyte"
     images.write_bytes(images.read_bytes()[:-5])
-    with pytest.raises(DataError, match="t10k-images-idx3-ubyte: IDX shape .*; restore the fetched files with 'dvc"):
+    with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte: IDX shape \(3, 28, 28\) needs 2,352 values, file has 2,347$"):
         data.load(tmp_path / "out", "test")
     images.write_bytes(idx_bytes(np.zeros((3, 14, 56))))
     with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte: shape \(3, 14, 56\), expected \(3, 28, 28\)"):
         data.load(tmp_path / "out", "test")
+
+
+@pytest.mark.parametrize("error, line", [
+    (MissingData("data/mnist/t10k-images-idx3-ubyte"),
+     "error: data/mnist/t10k-images-idx3-ubyte: not found; run the fetch stage ('dvc repro fetch') first"),
+    (DataError("data/mnist/t10k-images-idx3-ubyte: IDX header truncated"),
+     ("error: data/mnist/t10k-images-idx3-ubyte: IDX header truncated; restore the fetched files with "
+      "'dvc checkout data/mnist', or fetch them anew with 'dvc repro -f fetch'")),
+    (MissingModel("models/vae.pt"), "error: models/vae.pt: not found; train it first: dvc repro train_vae"),
+    (UserError("train.lr = 0 is not accepted; expected a number > 0"),
+     "error: train.lr = 0 is not accepted; expected a number > 0"),
+])
+def test_a_stage_words_the_next_action_for_each_typed_error(capsys, error, line):
+    def main():
+        raise error
+
+    with pytest.raises(SystemExit) as e:
+        run_stage(main)
+    assert e.value.code == 2 and capsys.readouterr().err == line + "\n"
 
 
 @needs_mnist
@@ -146,8 +166,8 @@ def test_real_mnist_fetches_verified_and_loads(tmp_path):
 
 def test_binarised_input_is_one_fixed_draw_and_training_draws_anew():
     x = torch.full((4, 784), 0.5)
-    assert data.seen(x, "none") is x and data.transform("none") is None
-    seen = data.seen(x, "dynamic")
-    assert set(seen.unique().tolist()) == {0.0, 1.0} and torch.equal(seen, data.seen(x, "dynamic"))
-    draw = data.transform("dynamic")
+    assert data.eval_images(x, "none") is x and data.batch_transform("none") is None
+    fixed = data.eval_images(x, "dynamic")
+    assert set(fixed.unique().tolist()) == {0.0, 1.0} and torch.equal(fixed, data.eval_images(x, "dynamic"))
+    draw = data.batch_transform("dynamic")
     assert not torch.equal(draw(x), draw(x))

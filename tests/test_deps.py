@@ -51,3 +51,25 @@ def test_the_closure_follows_imports_through_the_package():
         "stages/fetch.py", "src/aevae/__init__.py", "src/aevae/config.py", "src/aevae/download.py",
         "src/aevae/files.py",
     }
+
+
+# The package's layers, bottom first: a module imports only from layers below its own.
+LAYERS = [
+    {"__init__"},  # the errors, and run_stage
+    {"files", "live"},
+    {"config", "runtime", "data", "download", "checkpoint"},
+    {"likelihoods", "frechet"},
+    {"model", "classifier", "train"},
+    {"evaluate", "render", "stage", "summary", "report"},
+]
+
+
+def test_imports_run_one_way_down_the_layers():
+    layer = {name: i for i, names in enumerate(LAYERS) for name in names}
+    modules = {p.stem for p in PACKAGE.glob("*.py")}
+    assert modules == set(layer), "place every module of src/aevae in a layer"
+    for name in modules:
+        for dep in imported_modules(PACKAGE / f"{name}.py") - {name}:
+            assert layer[dep] < layer[name], f"aevae.{name} imports aevae.{dep}, which is not below it"
+    for script in (ROOT / "stages").glob("*.py"):  # the stages sit on top: nothing imports them
+        assert imported_modules(script) <= modules

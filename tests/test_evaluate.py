@@ -1,30 +1,34 @@
+import time
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-from aevae import classifier, evaluate, model
+from aevae import classifier, evaluate, frechet
+
+from helpers import make_model
 
 
 def test_frechet_distance_of_a_set_to_itself_is_zero_and_sees_a_shift():
     torch.manual_seed(0)
-    a = classifier.gaussian(torch.randn(2000, 8) @ torch.randn(8, 8))
-    assert classifier.frechet_distance(a, a) == pytest.approx(0, abs=1e-6)
+    a = frechet.gaussian(torch.randn(2000, 8) @ torch.randn(8, 8))
+    assert frechet.distance(a, a) == pytest.approx(0, abs=1e-6)
     shift = torch.tensor([3.0] + [0.0] * 7, dtype=torch.float64)
-    assert classifier.frechet_distance(a, (a[0] + shift, a[1])) == pytest.approx(9.0, rel=1e-6)
+    assert frechet.distance(a, (a[0] + shift, a[1])) == pytest.approx(9.0, rel=1e-6)
 
 
 def test_frechet_distance_of_two_known_gaussians():
     # N(0, I) vs N(0, 4I) in d dims: Tr(I + 4I - 2*2I) = d.
     torch.manual_seed(0)
     a, b = torch.randn(200_000, 3), 2 * torch.randn(200_000, 3)
-    assert classifier.frechet_distance(classifier.gaussian(a), classifier.gaussian(b)) == pytest.approx(3.0, rel=0.02)
+    assert frechet.distance(frechet.gaussian(a), frechet.gaussian(b)) == pytest.approx(3.0, rel=0.02)
 
 
 @pytest.fixture(params=[1.0, 4.0])
 def small_vae(request):
     torch.manual_seed(0)
-    return model.VAE([32], 4, beta=request.param, likelihood="bernoulli"), torch.rand(400, 784).bernoulli()
+    vae = make_model("vae", hidden_dims=(32,), z_dim=4, beta=request.param, likelihood="bernoulli")
+    return vae, torch.rand(400, 784).bernoulli()
 
 
 def test_importance_estimate_tightens_as_k_grows_and_starts_at_the_elbo(small_vae):
@@ -39,7 +43,7 @@ def test_importance_estimate_tightens_as_k_grows_and_starts_at_the_elbo(small_va
 def test_the_likelihood_estimates_do_not_depend_on_beta_the_training_weight():
     """beta weighs the KL in the training loss only: p(x) is the same model's, whatever beta trained it."""
     torch.manual_seed(0)
-    vaes = [model.VAE([32], 2, beta=beta, likelihood="bernoulli") for beta in (1.0, 4.0)]
+    vaes = [make_model("vae", hidden_dims=(32,), z_dim=2, beta=beta, likelihood="bernoulli") for beta in (1.0, 4.0)]
     vaes[1].load_state_dict(vaes[0].state_dict())
     x = torch.rand(8, 784).bernoulli()
     nll = []
@@ -54,13 +58,13 @@ def test_reconstruction_metrics_report_the_models_own_loss(small_vae):
     vae, x = small_vae
     m, codes, images = evaluate.reconstruction_metrics(vae, x, batch_size=150)
     assert m["recon"] == m["bce"]  # the bernoulli likelihood's term
-    assert m["loss"] == pytest.approx(m["recon"] + vae.beta * m["kl"], rel=1e-5)  # the trained objective
+    assert m["loss"] == pytest.approx(m["recon"] + vae.config.beta * m["kl"], rel=1e-5)  # the trained objective
     assert m["nelbo_bernoulli"] == pytest.approx(m["bce"] + m["kl"], rel=1e-5)
     # The codes and images of the pass, in the data's order (compared at the pass's batch size: a BLAS may
     # round a product differently by its shape)
     assert torch.equal(codes, evaluate.codes(vae, x, batch_size=150))
     assert m["mse"] == pytest.approx((images - x).pow(2).sum(1).mean().item(), rel=1e-5)
-    ae = evaluate.reconstruction_metrics(model.AE([32], 4), x).metrics
+    ae = evaluate.reconstruction_metrics(make_model("ae", hidden_dims=(32,), z_dim=4), x).metrics
     assert set(ae) == {"mse", "bce", "loss", "recon"} and ae["loss"] == ae["recon"] == ae["mse"]
 
 
@@ -72,7 +76,7 @@ def test_active_units_count_only_dims_that_vary():
 
 
 def test_a_vae_with_collapsed_units_has_none_active():
-    vae = model.VAE([32], 4)
+    vae = make_model("vae", hidden_dims=(32,), z_dim=4)
     with torch.no_grad():
         vae.head.weight.zero_()  # every mean is the bias: the codes do not depend on x
     assert evaluate.active_units(evaluate.codes(vae, torch.rand(100, 784))) == 0
@@ -89,39 +93,66 @@ def test_linear_probe_separates_separable_codes_and_not_noise():
 
 
 def test_classify_gives_features_and_probabilities():
-    feats, probs = classifier.classify(classifier.Classifier(), torch.rand(7, 784))
+    feats, probs = classifier.classify(classifier.for_scoring(classifier.Classifier()), torch.rand(7, 784))
     assert feats.shape == (7, 128) and probs.shape == (7, 10)
     assert torch.allclose(probs.sum(1), torch.ones(7))
 
 
-def test_the_classifier_carries_its_reference_through_a_checkpoint(tmp_path):
+def test_the_classifier_scores_in_eval_mode_and_channels_last_and_keeps_that_through_its_file(tmp_path):
     torch.manual_seed(0)
     net, test_x = classifier.Classifier(), torch.rand(300, 784)
-    net.calibrate(test_x)
-    classifier.save(net, tmp_path / "c.pt")
+    conv = net.features[4].weight
+    assert net.training and not conv.is_contiguous(memory_format=torch.channels_last)  # as it trains
+    scorer = classifier.for_scoring(net)
+    assert not scorer.training and scorer.features[4].weight.is_contiguous(memory_format=torch.channels_last)
+    scorer.reference = frechet.gaussian(classifier.classify(scorer, test_x)[0])
+    classifier.save(scorer, tmp_path / "c.pt")
     loaded = classifier.load(tmp_path / "c.pt")
+    assert not loaded.training and loaded.features[4].weight.is_contiguous(memory_format=torch.channels_last)
     feats, _ = classifier.classify(loaded, test_x)
-    assert classifier.frechet_distance(classifier.gaussian(feats), loaded.reference) == pytest.approx(0, abs=1e-6)
+    assert frechet.distance(frechet.gaussian(feats), loaded.reference) == pytest.approx(0, abs=1e-6)
     assert loaded.reference[1].abs().sum() > 0  # a real covariance, not the zeros it is built with
 
 
-def test_model_metrics_reports_every_figure_and_the_seconds_of_the_importance_sampling():
+def scored(scorer, images):
+    """The Frechet distance of images to the reference, and the share the classifier labels confidently."""
+    feats, probs = classifier.classify(scorer, images)
+    return frechet.distance(frechet.gaussian(feats), scorer.reference), (probs.max(1).values > 0.9).float().mean().item()
+
+
+def test_model_metrics_scores_the_models_samples_and_reconstructions_and_times_the_importance_sampling(monkeypatch):
     torch.manual_seed(0)
-    scorer = classifier.Classifier()
+    scorer = classifier.for_scoring(classifier.Classifier())
     x, y = torch.rand(200, 784), torch.arange(200) % 10
-    scorer.calibrate(x)
-    cfg = SimpleNamespace(seed=0, iw_samples=20, samples=100)
-    vae, seconds = evaluate.model_metrics(model.VAE([32], 4), scorer, (x, y, x, y), cfg)
-    assert seconds > 0 and vae["iw_samples"] == 20 and vae["nll_is_gaussian"] < vae["nelbo_gaussian"] + 1
-    ae, seconds = evaluate.model_metrics(model.AE([32], 4), scorer, (x, y, x, y), cfg)
-    assert seconds == 0 and "kl" not in ae
-    for m in (vae, ae):
-        assert 0 <= m["active_units"] <= 4 and m["frechet_samples"] > 0 and m["frechet_reconstructions"] > 0
+    scorer.reference = frechet.gaussian(classifier.classify(scorer, x)[0])
+    cfg = SimpleNamespace(seed=3, iw_samples=20, samples=100)
+    importance_nll = evaluate.importance_nll
+
+    def slow_importance_nll(*args):
+        time.sleep(0.3)
+        return importance_nll(*args)
+
+    monkeypatch.setattr(evaluate, "importance_nll", slow_importance_nll)
+    vae = make_model("vae", hidden_dims=(32,), z_dim=4)
+    start = time.perf_counter()
+    vae_metrics, seconds = evaluate.model_metrics(vae, scorer, (x, y, x, y), cfg)
+    assert 0.3 <= seconds < time.perf_counter() - start  # the importance sampling's time, not the call's
+    assert vae_metrics["iw_samples"] == 20 and vae_metrics["nll_is_gaussian"] < vae_metrics["nelbo_gaussian"] + 1
+    ae = make_model("ae", hidden_dims=(32,), z_dim=4)
+    ae_metrics, seconds = evaluate.model_metrics(ae, scorer, (x, y, x, y), cfg)
+    assert seconds == 0 and "kl" not in ae_metrics and "nll_is_gaussian" not in ae_metrics
+    # The samples are the model's, drawn with the evaluate seed; the reconstructions are of the test images.
+    samples = ae.sample(cfg.samples, torch.Generator().manual_seed(cfg.seed))
+    assert (ae_metrics["frechet_samples"], ae_metrics["confident_samples"]) == scored(scorer, samples)
+    assert ae_metrics["frechet_reconstructions"] == scored(scorer, ae.reconstruct(x))[0]
+    assert ae_metrics["frechet_samples"] != scored(scorer, ae.sample(cfg.samples, torch.Generator().manual_seed(0)))[0]
+    for m in (vae_metrics, ae_metrics):
+        assert 0 <= m["active_units"] <= 4
 
 
 def test_quadrature_is_the_exact_nll_of_a_2d_vae_that_importance_sampling_bounds_from_above():
     torch.manual_seed(0)
-    vae = model.VAE([32], 2, likelihood="bernoulli")
+    vae = make_model("vae", hidden_dims=(32,), z_dim=2, likelihood="bernoulli")
     x = torch.rand(20, 784).bernoulli()
     exact = evaluate.quadrature_nll(vae, x, 6.0, 0.05)
     assert torch.allclose(evaluate.quadrature_nll(vae, x, 6.0, 0.025), exact, atol=1e-3)  # converged

@@ -1,11 +1,12 @@
 """aevae.live: DVCLive's files for a training stage, and a failed run that leaves the earlier ones."""
 
 import json
+from types import SimpleNamespace
 
 import pytest
 
 from aevae import live
-from aevae.files import read_curves
+from aevae.live import read_curves
 
 EPOCHS = [{"train": {"loss": 3.0, "kl": 1.0}, "test": {"loss": 2.5, "kl": 0.5}},
           {"train": {"loss": 2.0, "kl": 0.75}, "test": {"loss": 1.5, "kl": 0.25}}]
@@ -13,8 +14,8 @@ EPOCHS = [{"train": {"loss": 3.0, "kl": 1.0}, "test": {"loss": 2.5, "kl": 0.5}},
 
 def log(folder, epochs):
     with live.logger(folder) as logger:
-        for number, figures in enumerate(epochs, 1):
-            live.log_epoch(logger.start(), number, figures)
+        for number, means in enumerate(epochs, 1):
+            logger.epoch(SimpleNamespace(number=number, means=means))
 
 
 def files(folder):

@@ -1,12 +1,14 @@
-import math
+import dataclasses
 import re
 
 import pytest
 import torch
+from torch import nn
 
-from aevae import UserError, config, model
+from aevae import MissingModel, UserError, config, model
+from aevae.likelihoods import recon_loss, recon_nll
 
-from helpers import ROOT
+from helpers import ROOT, make_model
 
 KINDS = list(model.KINDS)
 
@@ -15,7 +17,7 @@ KINDS = list(model.KINDS)
 def net(request):
     torch.manual_seed(0)
     kind, arch = request.param
-    return model.KINDS[kind]([32, 16], 3, arch=arch, channels=[4, 8])
+    return make_model(kind, hidden_dims=(32, 16), z_dim=3, arch=arch, channels=(4, 8))
 
 
 def test_every_autoencoder_offers_the_interface(net):
@@ -26,14 +28,19 @@ def test_every_autoencoder_offers_the_interface(net):
     logits, kl, code = net(x)
     assert logits.shape == (5, 784) and kl.shape == (5,)
     assert torch.equal(code, net.code(x))  # a VAE's code is its posterior mean: no sampling in it
-    terms = net.terms(logits, kl, x)
-    assert all(t.shape == (5,) for t in terms)
+    per_image = net.per_image_losses(logits, kl, x)
+    assert all(t.shape == (5,) for t in per_image)
     assert all(t.shape == () for t in net.loss(x))
     assert net.reconstruct(x).shape == (5, 784)
     net.fit_prior(x, torch.Generator().manual_seed(0))
     assert net.prior_sample(7, torch.Generator().manual_seed(0)).shape == (7, 3)
     assert net.sample(7, torch.Generator().manual_seed(0)).shape == (7, 784)
-    assert net.code_name.endswith("s") and "z ~" in net.prior_name  # they caption figures
+    # what the figures' captions say, and whether evaluation asks for a density
+    assert (net.code_name, net.prior_name, net.density) == {
+        model.AE: ("codes", "z ~ diagonal Gaussian fitted to training codes", False),
+        model.VAE: ("posterior means", "z ~ N(0, I)", True),
+    }[type(net)]
+    assert net.density == hasattr(net, "log_weights")  # what the importance-sampled NLL is made of
 
 
 def test_build_follows_the_params(raw_params):
@@ -42,15 +49,68 @@ def test_build_follows_the_params(raw_params):
     p = config.parse(raw_params)
     for kind in KINDS:
         net = model.build(kind, p)
-        assert type(net) is model.KINDS[kind] and net.z_dim == 4
+        assert type(net) is model.KINDS[kind] and net.code(torch.rand(2, 784)).shape == (2, 4)
+        assert dataclasses.asdict(net.config) == dataclasses.asdict(p.model) | dataclasses.asdict(getattr(p, kind))
     vae = model.build("vae", p)
-    assert (vae.beta, vae.likelihood) == (3.0, "bernoulli")
+    assert (vae.config.beta, vae.likelihood, vae.kl_weight()) == (3.0, "bernoulli", 3.0)
     with pytest.raises(UserError, match="unknown model 'gan'; accepted: ae, vae"):
         model.build("gan", p)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        vae.config.beta = 1.0
+
+
+class Linear(model.Autoencoder):
+    """A model added the way a new one is: its class alone (and its entry in KINDS). Deterministic
+    like the AE, linear, and sampled from N(0, I); it reads params.yaml's `model` section only."""
+
+    code_name, prior_name = "codes", "z ~ N(0, I)"
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.encoder = nn.Linear(784, config.z_dim)
+
+    @classmethod
+    def from_params(cls, p):
+        return cls(p.model)
+
+    def code(self, x):
+        return self.encoder(x)
+
+    def forward(self, x):
+        code = self.code(x)
+        return model.Output(self.decoder(code), x.new_zeros(len(x)), code)
+
+    def prior_sample(self, n, generator):
+        return torch.randn(n, self.config.z_dim, generator=generator)
+
+
+def test_a_model_added_in_its_class_alone_is_built_trained_saved_and_scored(monkeypatch, raw_params, tmp_path):
+    from aevae import classifier, evaluate, train
+
+    monkeypatch.setitem(model.KINDS, "linear", Linear)
+    raw_params["model"].update(hidden_dims=[32], z_dim=3)
+    raw_params["train"].update(epochs=2, batch_size=32)
+    p = config.parse(raw_params)
+    torch.manual_seed(0)
+    net = model.build("linear", p)
+    assert type(net) is Linear and net.config is p.model
+    x = torch.rand(256, 784)
+    history = train.fit(net, (x[:192],), (x[192:],), p.train, torch.device("cpu"))
+    assert history[-1].means["train"]["loss"] < history[0].means["train"]["loss"]
+    model.save(net, tmp_path / "linear.pt")
+    back = model.load(tmp_path / "linear.pt")
+    assert type(back) is Linear and back.config == net.config
+    assert torch.equal(back.decode(torch.ones(1, 3)), net.decode(torch.ones(1, 3)))
+    scorer = classifier.for_scoring(classifier.Classifier())
+    scorer.reference = (torch.zeros(128, dtype=torch.float64), torch.eye(128, dtype=torch.float64))
+    raw_params["evaluate"].update(samples=50)
+    metrics, _ = evaluate.model_metrics(back, scorer, (x[:192], torch.arange(192) % 10, x[192:],
+                                                        torch.arange(64) % 10), config.parse(raw_params).evaluate)
+    assert "kl" not in metrics and metrics["active_units"] <= 3 and metrics["mse"] > 0
 
 
 def test_vae_architecture_is_the_articles():
-    net = model.VAE([512, 256], 50)
+    net = make_model("vae")  # params.yaml: the article's
     linear = {name: m for name, m in net.named_modules() if isinstance(m, torch.nn.Linear)}
     layers = {name: (m.in_features, m.out_features) for name, m in linear.items()}
     assert layers == {
@@ -72,35 +132,22 @@ def test_kl_matches_a_monte_carlo_estimate():
     assert model.kl_divergence(torch.zeros(1, 6), torch.zeros(1, 6)).item() == 0.0
 
 
-def test_recon_loss_is_summed_squared_error_or_cross_entropy():
-    x = torch.tensor([[0.0, 1.0, 0.5]])
-    logits = torch.zeros(1, 3)  # sigmoid = 0.5 everywhere
-    assert model.recon_loss(logits, x, "gaussian").item() == pytest.approx(0.25 + 0.25 + 0)
-    assert model.recon_loss(logits, x, "bernoulli").item() == pytest.approx(3 * math.log(2))
-
-
-def test_gaussian_recon_nll_is_the_density_of_variance_one_half():
-    logits, x = torch.randn(4, 784), torch.rand(4, 784)
-    expected = -torch.distributions.Normal(logits.sigmoid(), math.sqrt(0.5)).log_prob(x).sum(-1)
-    assert torch.allclose(model.recon_nll(logits, x, "gaussian"), expected, rtol=1e-5)
-
-
 @pytest.mark.parametrize("beta, likelihood", [(1.0, "gaussian"), (4.0, "bernoulli"), (0.25, "gaussian")])
 def test_vae_loss_is_recon_plus_beta_kl(beta, likelihood):
     torch.manual_seed(0)
-    net = model.VAE([8], 2, beta=beta, likelihood=likelihood)
+    net = make_model("vae", hidden_dims=(8,), z_dim=2, beta=beta, likelihood=likelihood)
     x = torch.rand(3, 784)
     torch.manual_seed(1)
     loss, recon, kl = net.loss(x)
     torch.manual_seed(1)
     logits, kls, _ = net(x)
-    assert recon.item() == pytest.approx(model.recon_loss(logits, x, likelihood).sum().item())
+    assert recon.item() == pytest.approx(recon_loss(logits, x, likelihood).sum().item())
     assert kl.item() == pytest.approx(kls.sum().item())
     assert loss.item() == pytest.approx(recon.item() + beta * kls.sum().item())
 
 
 def test_the_ae_loss_is_squared_error_and_has_no_kl():
-    net = model.AE([8], 2)
+    net = make_model("ae", hidden_dims=(8,), z_dim=2)
     x = torch.rand(3, 784)
     loss, recon, kl = net.loss(x)
     assert kl.item() == 0 and loss.item() == recon.item()
@@ -108,7 +155,7 @@ def test_the_ae_loss_is_squared_error_and_has_no_kl():
 
 
 def test_reparameterize_passes_gradients_to_mean_and_log_variance():
-    net = model.VAE([8], 2)
+    net = make_model("vae", hidden_dims=(8,), z_dim=2)
     mu = torch.zeros(3, 2, requires_grad=True)
     logvar = torch.zeros(3, 2, requires_grad=True)
     net.reparameterize(mu, logvar).pow(2).sum().backward()
@@ -117,7 +164,7 @@ def test_reparameterize_passes_gradients_to_mean_and_log_variance():
 
 def ae_with_codes(prior, codes, **kw):
     """An AE whose encoder returns `codes` (whatever the images), with its prior fitted to them."""
-    ae = model.AE([16], codes.shape[1], prior=prior, **kw)
+    ae = make_model("ae", hidden_dims=(16,), z_dim=codes.shape[1], prior=prior, **kw)
     ae.code = lambda x: codes[: len(x)]
     ae.fit_prior(torch.zeros(len(codes), 784), torch.Generator().manual_seed(0))
     return ae
@@ -140,7 +187,7 @@ def test_the_ae_samples_the_diagonal_or_full_gaussian_of_its_training_codes_the_
     corr = lambda z: torch.corrcoef(z.T)[0, 1].item()
     assert corr(codes) == pytest.approx(0.8, abs=0.02)
     assert corr(full) == pytest.approx(0.8, abs=0.02) and abs(corr(diagonal)) < 0.03  # only full keeps it
-    vae = model.VAE([16], 2)
+    vae = make_model("vae", hidden_dims=(16,), z_dim=2)
     z = vae.prior_sample(20_000, g)
     assert torch.allclose(z.mean(0), torch.zeros(2), atol=0.03) and torch.allclose(z.std(0), torch.ones(2), atol=0.03)
 
@@ -174,16 +221,17 @@ def test_checkpoint_round_trip(tmp_path, raw_params, kind, arch):
     net = model.build(kind, config.parse(raw_params))
     model.save(net, tmp_path / "m.pt")
     back = model.load(tmp_path / "m.pt")
-    assert type(back) is type(net) and back.args == net.args
+    assert type(back) is type(net) and back.config == net.config
     assert (back.kl_weight(), back.likelihood) == (net.kl_weight(), net.likelihood)
     z = torch.randn(2, 4)
     assert torch.equal(back.decode(z), net.decode(z))
     assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]  # no temporary left behind
 
 
-def test_a_missing_model_names_the_stage_that_makes_it(tmp_path):
-    with pytest.raises(UserError, match=r"models/vae.pt: not found; train it first: dvc repro train_vae"):
+def test_a_missing_model_is_a_typed_error_naming_the_file(tmp_path):
+    with pytest.raises(MissingModel, match=r"models/vae.pt: not found$") as e:
         model.load(tmp_path / "models/vae.pt")
+    assert e.value.path == tmp_path / "models/vae.pt"
 
 
 def test_no_code_outside_the_model_module_checks_a_model_class():
@@ -195,7 +243,7 @@ def test_no_code_outside_the_model_module_checks_a_model_class():
 
 
 def test_the_conv_arch_is_two_strided_convolutions_each_way_and_reads_channels():
-    net = model.VAE([512], 2, arch="conv", channels=[32, 64])
+    net = make_model("vae", hidden_dims=(512,), z_dim=2, arch="conv", channels=(32, 64))
     convs = [(m.in_channels, m.out_channels, m.stride) for m in net.encoder if isinstance(m, torch.nn.Conv2d)]
     assert convs == [(1, 32, (2, 2)), (32, 64, (2, 2))] and net.head.in_features == 64 * 7 * 7
     deconvs = [(m.in_channels, m.out_channels) for m in net.decoder if isinstance(m, torch.nn.ConvTranspose2d)]
@@ -203,36 +251,8 @@ def test_the_conv_arch_is_two_strided_convolutions_each_way_and_reads_channels()
     assert not any(isinstance(m, torch.nn.Linear) and m.in_features == 512 for m in net.modules())  # no hidden_dims
 
 
-@pytest.mark.parametrize("logit", [0.0, 1e-4, -5e-3, 9e-3, 0.011, 0.3, -2.0, 8.0, -25.0])
-def test_the_continuous_bernoulli_normaliser_matches_numerical_integration(logit):
-    lam = torch.sigmoid(torch.tensor(logit, dtype=torch.float64))
-    x = torch.linspace(0, 1, 200_001, dtype=torch.float64)
-    integral = torch.trapezoid(lam**x * (1 - lam) ** (1 - x), x)  # of the unnormalised density
-    log_c = model.cb_log_norm(torch.tensor(logit, dtype=torch.float64))
-    assert log_c.item() == pytest.approx(-math.log(integral.item()), abs=1e-7)  # below 1e-2: the Taylor branch
-    # and the float32 the models use stays accurate on both sides of the branch
-    assert model.cb_log_norm(torch.tensor(logit)).item() == pytest.approx(log_c.item(), abs=1e-6)
-
-
-def test_the_continuous_bernoulli_likelihood_is_a_density_on_the_unit_interval():
-    logits = torch.tensor([[-3.0], [0.0], [0.5], [6.0]], dtype=torch.float64)
-    x = torch.linspace(0, 1, 100_001, dtype=torch.float64)
-    nll = model.recon_loss(logits.expand(4, len(x)).reshape(-1, 1), x.repeat(4).reshape(-1, 1), "continuous_bernoulli")
-    mass = torch.trapezoid(torch.exp(-nll).reshape(4, -1), x)
-    assert torch.allclose(mass, torch.ones(4, dtype=torch.float64), atol=1e-6)
-    means = torch.trapezoid(x * torch.exp(-nll).reshape(4, -1), x)
-    assert torch.allclose(model.mean_image(logits[:, 0], "continuous_bernoulli"), means, atol=1e-4)
-
-
-@pytest.mark.parametrize("likelihood", ["gaussian", "bernoulli", "continuous_bernoulli"])
-def test_log_likelihoods_are_every_pairs_recon_nll(likelihood):
-    logits, x = 3 * torch.randn(5, 784), torch.rand(7, 784)
-    pairs = -model.recon_nll(logits.expand(7, 5, 784), x[:, None].expand(7, 5, 784), likelihood)
-    assert torch.allclose(model.log_likelihoods(logits, x, likelihood), pairs, rtol=1e-4, atol=1e-2)
-
-
 def test_kl_warmup_ramps_the_kl_weight_from_0_to_beta():
-    net = model.VAE([8], 2, beta=2.0, kl_warmup_epochs=4)
+    net = make_model("vae", hidden_dims=(8,), z_dim=2, beta=2.0, kl_warmup_epochs=4)
     assert [net.kl_weight(epoch) for epoch in range(1, 8)] == [0.0, 0.5, 1.0, 1.5, 2.0, 2.0, 2.0]
     assert net.kl_weight() == 2.0  # the trained model's objective
     x = torch.rand(3, 784)
@@ -240,12 +260,12 @@ def test_kl_warmup_ramps_the_kl_weight_from_0_to_beta():
         torch.manual_seed(0)
         loss, recon, kl = net.loss(x, epoch=epoch)
         assert loss.item() == pytest.approx(recon.item() + weight * kl.item())
-    assert model.VAE([8], 2, beta=2.0).kl_weight(1) == 2.0  # no warm-up: beta from the start
+    assert make_model("vae", hidden_dims=(8,), z_dim=2, beta=2.0).kl_weight(1) == 2.0  # no warm-up: beta from the start
 
 
 def test_iwae_with_one_sample_is_the_elbo_and_more_samples_bound_tighter():
     torch.manual_seed(0)
-    net, x = model.VAE([32], 4, likelihood="bernoulli", iw_samples=1), torch.rand(16, 784).bernoulli()
+    net, x = make_model("vae", hidden_dims=(32,), z_dim=4, likelihood="bernoulli"), torch.rand(16, 784).bernoulli()
     mu, logvar = net.encode(x)
     torch.manual_seed(1)
     log_w, nll = net.log_weights(x, 1, q=(mu, logvar))
@@ -253,7 +273,7 @@ def test_iwae_with_one_sample_is_the_elbo_and_more_samples_bound_tighter():
     z = net.reparameterize(mu, logvar)  # the same draw
     log_q = torch.distributions.Normal(mu, (0.5 * logvar).exp()).log_prob(z).sum(-1)
     log_p = torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1)
-    elbo = -model.recon_nll(net.decoder(z), x, "bernoulli") + log_p - log_q
+    elbo = -recon_nll(net.decoder(z), x, "bernoulli") + log_p - log_q
     assert torch.allclose(log_w[0], elbo, atol=1e-3)  # k = 1: the log-mean-exp of one weight is the ELBO
     # ... whose expectation has the closed-form KL the k = 1 loss uses
     torch.manual_seed(2)
@@ -262,10 +282,10 @@ def test_iwae_with_one_sample_is_the_elbo_and_more_samples_bound_tighter():
 
     losses = {}
     for k in (1, 5, 50):
-        net.iw_samples = k
+        iwae = model.VAE(dataclasses.replace(net.config, iw_samples=k))
+        iwae.load_state_dict(net.state_dict())
         torch.manual_seed(3)
-        losses[k] = sum(net.loss(x).loss.item() for _ in range(20)) / 20
+        losses[k] = sum(iwae.loss(x).loss.item() for _ in range(20)) / 20
     assert losses[1] > losses[5] > losses[50]  # Burda et al.: the bound tightens with k
-    terms = net.loss(x)
-    terms.loss.backward()
-    assert all(p.grad is not None for p in net.parameters())
+    iwae.loss(x).loss.backward()
+    assert all(p.grad is not None for p in iwae.parameters())

@@ -3,21 +3,30 @@
 import json
 import math
 import shutil
+import struct
 
 import pytest
 import yaml
 
 from helpers import OUTPUT_DIRS, needs_mnist, ran, sh
 
-PNGS = ["samples.png", "reconstructions.png", "interpolations.png", "latent.png", "losses.png"]
+# Each figure's size in pixels (width, height) at 100 dpi, which its panels and rows set: a panel of samples
+# per model; a row of 20 test images, then one per model; a row of 12 per model and digit pair (5).
+PNGS = {"samples.png": (2 * 420, 460), "reconstructions.png": (20 * 60 + 160, 3 * 80 + 60),
+        "interpolations.png": (12 * 60 + 160, 2 * 5 * 80 + 60), "latent.png": (1200, 540), "losses.png": (1500, 420)}
+
+
+def png_size(path) -> tuple[int, int]:
+    """A PNG's width and height, from its header."""
+    data = path.read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n"), path
+    return struct.unpack(">II", data[16:24])
 
 
 @needs_mnist
 def test_repro_runs_every_stage_and_writes_every_output(ran_repo, ran_log):
     assert ran(ran_log) == {"fetch", "train_ae", "train_vae", "train_classifier", "evaluate@ae", "evaluate@vae", "render"}
-    for name in PNGS:
-        png = (ran_repo / "plots/images" / name).read_bytes()
-        assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000, name
+    assert {name: png_size(ran_repo / "plots/images" / name) for name in PNGS} == PNGS
 
     (shown,) = [rev["data"] for rev in json.loads(sh(ran_repo, "dvc", "metrics", "show", "--json")).values()]
     metric = {path.removeprefix("metrics/").removesuffix(".json"): m["data"] for path, m in shown.items()}
@@ -83,7 +92,7 @@ def test_each_new_option_runs_as_an_experiment_with_finite_metrics(ran_repo, opt
     assert expected <= set(vae) and all(math.isfinite(v) for v in vae.values())
     log = json.loads((ran_repo / "metrics/vae/train/metrics.json").read_text())
     assert all(math.isfinite(v) for split in ("train", "test") for v in log[split].values())
-    assert (ran_repo / "plots/images/samples.png").stat().st_size > 10_000
+    assert png_size(ran_repo / "plots/images/samples.png") == PNGS["samples.png"]
 
 
 def outputs(repo):

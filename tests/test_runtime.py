@@ -5,7 +5,6 @@ import os
 import platform
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -96,7 +95,11 @@ def test_bf16_warns_where_the_cpu_only_emulates_it(monkeypatch, capsys, extensio
                        "emulates bf16 here, slower than float32; for speed, set classifier.precision: float32\n")
 
 
-def test_cpu_extensions_are_read_off_this_cpu():
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    assert all(f" {ext}" in flags for ext in runtime.cpu_extensions())
-    assert ("avx2" in runtime.cpu_extensions()) == (" avx2" in flags)
+def test_cpu_extensions_are_the_flags_that_matter_of_every_core(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_tile amx_bf16 amx_int8\n\n"
+                       "processor\t: 1\nflags\t\t: fpu sse2 avx2\nbugs\t\t: avx512f_spectre\n")
+    assert runtime.cpu_extensions(str(cpuinfo)) == ["avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16"]
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\nmodel name\t: avx512f in its name\n")
+    assert runtime.cpu_extensions(str(cpuinfo)) == ["avx2"]
+    assert runtime.cpu_extensions(str(tmp_path / "none")) == []  # no /proc (macOS): none known

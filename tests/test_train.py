@@ -26,9 +26,11 @@ def build(raw_params, kind="vae", **vae):
 def run(cfg, x, raw_params, kind="vae", seed=0, **vae):
     torch.manual_seed(seed)
     net = build(raw_params, kind, **vae)
-    epochs = list(fit(net, (x[:512],), (x[512:768],), cfg, CPU))
+    logged = []
+    epochs = fit(net, (x[:512],), (x[512:768],), cfg, CPU, on_epoch=logged.append)
+    assert epochs == logged  # each handed on as it ends
     assert [e.number for e in epochs] == list(range(1, cfg.epochs + 1)) and all(e.seconds > 0 for e in epochs)
-    return net, [e.figures for e in epochs]
+    return net, [e.means for e in epochs]
 
 
 @pytest.mark.parametrize("beta", [1.0, 4.0])
@@ -93,7 +95,7 @@ def test_both_models_learn_real_digits(tmp_path, raw_params):
     cfg = small_train_cfg(raw_params, epochs=3)
     p = config.parse(raw_params)
     for kind in model.KINDS:
-        recon = [e.figures["test"]["recon"] for e in fit(model.build(kind, p), (x,), (test_x,), cfg, CPU)]
+        recon = [e.means["test"]["recon"] for e in fit(model.build(kind, p), (x,), (test_x,), cfg, CPU)]
         assert recon[2] < recon[0] < baseline
         assert recon[2] < 0.8 * baseline
 
@@ -103,7 +105,7 @@ def test_the_loop_trains_a_classifier_too_with_its_own_terms(raw_params):
     x = torch.rand(600, 784)
     y = (x[:, :392].sum(1) > x[:, 392:].sum(1)).long()  # which half is brighter: learnable
     cfg = small_train_cfg(raw_params, epochs=3)
-    rows = [e.figures for e in fit(classifier.Classifier(), (x[:500], y[:500]), (x[500:], y[500:]), cfg, CPU)]
+    rows = [e.means for e in fit(classifier.Classifier(), (x[:500], y[:500]), (x[500:], y[500:]), cfg, CPU)]
     assert list(rows[0]["train"]) == list(rows[0]["test"]) == ["loss", "error"]
     assert rows[-1]["train"]["error"] < rows[0]["train"]["error"]
 
@@ -115,6 +117,6 @@ def test_dynamic_binarisation_transforms_each_training_batch(raw_params):
     loss = net.loss
     net.loss = lambda x, epoch=None: seen.append(x) or loss(x, epoch)
     torch.manual_seed(0)
-    list(fit(net, (torch.full((64, 784), 0.5),), (torch.rand(8, 784),), small_train_cfg(raw_params, epochs=1),
-             CPU, transform=data.transform("dynamic")))
+    fit(net, (torch.full((64, 784), 0.5),), (torch.rand(8, 784),), small_train_cfg(raw_params, epochs=1),
+        CPU, transform=data.batch_transform("dynamic"))
     assert set(seen[0].unique().tolist()) == {0.0, 1.0}

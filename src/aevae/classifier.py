@@ -1,13 +1,13 @@
-"""The instrument that scores samples: a small CNN trained on MNIST, its features, and the Frechet
-distance between feature sets.
+"""The instrument that scores samples: a small CNN trained on MNIST, and its features.
 
 Sample quality is measured the way the literature does on MNIST: in the feature space of a classifier
-trained on MNIST (Inception features mean little on digits), by the Frechet distance to the test
-set's features and by how confidently the classifier labels the samples.
+trained on MNIST (Inception features mean little on digits), by the Frechet distance (aevae.frechet)
+to the test set's features and by how confidently the classifier labels the samples.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
@@ -16,22 +16,25 @@ import torch.nn.functional as F
 from torch import nn
 
 from aevae import checkpoint
-from aevae.runtime import one_thread
 
 
-class Losses(NamedTuple):
+class ClassifierLosses(NamedTuple):
     loss: torch.Tensor  # cross-entropy, summed over the batch
     error: torch.Tensor  # misclassified examples in the batch
 
 
 class Classifier(nn.Module):
     """Its penultimate layer is the feature space of the sample-quality metrics. It carries the Gaussian
-    fitted to the test set's features (`calibrate`), which every Frechet distance is taken against:
+    fitted to the test set's features (`reference`), which every Frechet distance is taken against:
     computed once, when it is trained, not again by every evaluation."""
 
-    def __init__(self):
+    @dataclass(frozen=True)
+    class Config:
+        """Empty: the network takes no params, but its model file is read like an autoencoder's."""
+
+    def __init__(self, config: Classifier.Config | None = None):
         super().__init__()
-        self.args = {}
+        self.config = config or self.Config()
         self.register_buffer("reference_mean", torch.zeros(128, dtype=torch.float64))
         self.register_buffer("reference_cov", torch.zeros(128, 128, dtype=torch.float64))
         self.features = nn.Sequential(
@@ -42,55 +45,38 @@ class Classifier(nn.Module):
             nn.Conv2d(32, 64, 5), nn.MaxPool2d(2), nn.ReLU(),  # 64 x 4 x 4
             nn.Flatten(), nn.Linear(64 * 4 * 4, 128), nn.ReLU(),
         )  # fmt: skip
-        self.head = nn.Sequential(nn.Dropout(0.5), nn.Linear(128, 10))  # without it, 98.7% and overfitting
+        self.head = nn.Sequential(nn.Dropout(0.5), nn.Linear(128, 10))  # without dropout it overfits
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
 
-    def calibrate(self, test_x: torch.Tensor) -> None:
-        """Fit the reference Gaussian to the features of the test images."""
-        self.reference_mean, self.reference_cov = gaussian(classify(self, test_x)[0])
-
     @property
     def reference(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The mean and covariance of the test set's features (aevae.frechet.gaussian), set once trained."""
         return self.reference_mean, self.reference_cov
 
-    def loss(self, x: torch.Tensor, y: torch.Tensor, epoch: int | None = None) -> Losses:
+    @reference.setter
+    def reference(self, gaussian: tuple[torch.Tensor, torch.Tensor]) -> None:
+        self.reference_mean, self.reference_cov = gaussian
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor, epoch: int | None = None) -> ClassifierLosses:
         logits = self(x).float()  # float32 even under bf16 autocast
-        return Losses(F.cross_entropy(logits, y, reduction="sum"), (logits.argmax(1) != y).sum().float())
+        return ClassifierLosses(F.cross_entropy(logits, y, reduction="sum"), (logits.argmax(1) != y).sum().float())
+
+
+def for_scoring(classifier: Classifier) -> Classifier:
+    """The classifier as every score is taken with it: in eval mode, its weights channels-last, the layout
+    in which oneDNN convolves one-channel images fastest (docs/performance.md). Training keeps the default
+    layout. The layout moves the features in the 6th digit, so the reference and every score share it."""
+    return classifier.eval().to(memory_format=torch.channels_last)
 
 
 @torch.no_grad()
 def classify(classifier: Classifier, x: torch.Tensor, batch_size: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
-    """The classifier's penultimate features and class probabilities for images x.
-
-    Leaves the classifier's weights channels-last, where oneDNN convolves a one-channel image faster
-    (docs/performance.md; the features move in the 6th digit); training keeps the default layout.
-    """
-    classifier.eval().to(memory_format=torch.channels_last)
+    """The classifier's penultimate features and class probabilities for images x (a classifier
+    `for_scoring`, as `load` gives it)."""
     feats = torch.cat([classifier.features(xb) for xb in x.split(batch_size)])
     return feats, classifier.head(feats).softmax(1)
-
-
-def gaussian(feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The mean and covariance of a feature set, in float64."""
-    feats = feats.double()
-    return feats.mean(0), torch.cov(feats.T)
-
-
-def frechet_distance(a: tuple[torch.Tensor, torch.Tensor], b: tuple[torch.Tensor, torch.Tensor]) -> float:
-    """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^1/2) between two Gaussians (`gaussian`'s)."""
-    (mu_a, s_a), (mu_b, s_b) = a, b
-    with one_thread():  # LAPACK's eigensolvers split their sums by thread count: the same bits at any
-        return _frechet(mu_a, s_a, mu_b, s_b)
-
-
-def _frechet(mu_a, s_a, mu_b, s_b) -> float:
-    # Tr (S_a S_b)^1/2 = Tr (S_a^1/2 S_b S_a^1/2)^1/2, whose matrix is symmetric: eigenvalues, no sqrtm.
-    vals, vecs = torch.linalg.eigh(s_a)
-    root_a = vecs @ torch.diag(vals.clamp(min=0).sqrt()) @ vecs.T
-    cross = torch.linalg.eigvalsh(root_a @ s_b @ root_a).clamp(min=0).sqrt().sum()
-    return ((mu_a - mu_b).pow(2).sum() + s_a.trace() + s_b.trace() - 2 * cross).item()
 
 
 def save(model: Classifier, path: str | Path) -> None:
@@ -98,4 +84,5 @@ def save(model: Classifier, path: str | Path) -> None:
 
 
 def load(path: str | Path | BinaryIO, device: str | torch.device = "cpu") -> Classifier:
-    return checkpoint.load(path, {"classifier": Classifier}, device)
+    """The classifier saved at `path`, `for_scoring` on `device`."""
+    return for_scoring(checkpoint.load(path, {"classifier": Classifier}, device))

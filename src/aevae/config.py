@@ -29,27 +29,29 @@ def spec(accepted: str, check=lambda v: True):
 
 
 @dataclass(frozen=True)
-class Data:
+class DataParams:
     train_size: int = spec(f"an int from 1 to {MNIST_TRAIN_SIZE}", lambda v: 1 <= v <= MNIST_TRAIN_SIZE)
     mirrors: tuple[str, ...] = spec("a list of base URLs or folders holding the MNIST files")
     binarize: Literal["none", "dynamic"] = spec("none or dynamic")
 
 
 @dataclass(frozen=True)
-class Model:
-    arch: Literal["mlp", "conv"] = spec("mlp or conv")
+class ModelParams:
+    """The networks every autoencoder shares (aevae.model): mlp reads hidden_dims, conv reads channels."""
+
     hidden_dims: tuple[int, ...] = spec(
         "a non-empty list of ints >= 1, e.g. [512, 256]", lambda v: len(v) > 0 and min(v) >= 1
     )
+    z_dim: int = spec("an int >= 1", lambda v: v >= 1)
+    arch: Literal["mlp", "conv"] = spec("mlp or conv")
     channels: tuple[int, ...] = spec(
         "a list of 1 to 4 ints >= 1, e.g. [32, 64] (each convolution halves the 28-pixel side)",
         lambda v: 1 <= len(v) <= 4 and min(v) >= 1,
     )
-    z_dim: int = spec("an int >= 1", lambda v: v >= 1)
 
 
 @dataclass(frozen=True)
-class Train:
+class TrainParams:
     epochs: int = spec("an int >= 1", lambda v: v >= 1)
     batch_size: int = spec("an int >= 1", lambda v: v >= 1)
     lr: float = spec("a number > 0", lambda v: v > 0)
@@ -60,12 +62,12 @@ class Train:
 
 
 @dataclass(frozen=True)
-class Classifier(Train):
+class ClassifierParams(TrainParams):
     train_size: int = spec(f"an int from 1 to {MNIST_TRAIN_SIZE}", lambda v: 1 <= v <= MNIST_TRAIN_SIZE)
 
 
 @dataclass(frozen=True)
-class VAE:
+class VAEParams:
     beta: float = spec("a number >= 0", lambda v: v >= 0)
     likelihood: Literal["gaussian", "bernoulli", "continuous_bernoulli"] = spec(
         "gaussian, bernoulli or continuous_bernoulli")
@@ -74,13 +76,13 @@ class VAE:
 
 
 @dataclass(frozen=True)
-class AE:
+class AEParams:
     prior: Literal["diagonal", "full", "gmm"] = spec("diagonal, full or gmm")
     gmm_components: int = spec("an int >= 1", lambda v: v >= 1)
 
 
 @dataclass(frozen=True)
-class Evaluate:
+class EvaluateParams:
     seed: int = spec("an int >= 0", lambda v: v >= 0)
     iw_samples: int = spec("an int >= 1", lambda v: v >= 1)
     samples: int = spec("an int >= 2", lambda v: v >= 2)
@@ -90,7 +92,7 @@ class Evaluate:
 
 
 @dataclass(frozen=True)
-class Render:
+class RenderParams:
     seed: int = spec("an int >= 0", lambda v: v >= 0)
     device: Literal["auto", "cpu", "cuda"] = spec("auto, cpu or cuda")
 
@@ -99,14 +101,14 @@ class Render:
 class Params:
     threads: Literal["auto"] | int = spec("auto (every core this process may use) or an int >= 1",
                                           lambda v: v == "auto" or v >= 1)
-    data: Data
-    model: Model
-    train: Train
-    ae: AE
-    vae: VAE
-    classifier: Classifier
-    evaluate: Evaluate
-    render: Render
+    data: DataParams
+    model: ModelParams
+    train: TrainParams
+    ae: AEParams
+    vae: VAEParams
+    classifier: ClassifierParams
+    evaluate: EvaluateParams
+    render: RenderParams
 
     def __post_init__(self):
         if self.train.batch_size > self.data.train_size:

@@ -7,11 +7,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aevae import DataError, UserError
+from aevae import DataError, MissingData
 
 SPLITS = {"train": "train", "test": "t10k"}
 IDX_DTYPE = {0x08: np.uint8}
-REFETCH = "restore the fetched files with 'dvc checkout data/mnist', or fetch them anew with 'dvc repro -f fetch'"
 
 
 def parse_idx(data: bytes) -> np.ndarray:
@@ -29,7 +28,8 @@ def parse_idx(data: bytes) -> np.ndarray:
 
 
 def load(data_dir: str | Path, split: str, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images as float32 in [0, 1], shape (N, 784), and labels as int64; the first `limit` of the split."""
+    """Images as float32 in [0, 1], shape (N, 784), and labels as int64; the first `limit` of the split.
+    Raises MissingData for a file that is not there, DataError for one that is not what it should be."""
     prefix = SPLITS[split]
     arrays = []
     for kind in ("images-idx3", "labels-idx1"):
@@ -37,13 +37,13 @@ def load(data_dir: str | Path, split: str, limit: int | None = None) -> tuple[to
         try:
             arrays.append(parse_idx(path.read_bytes())[:limit])
         except FileNotFoundError:
-            raise UserError(f"{path}: not found; run the fetch stage ('dvc repro fetch') first") from None
+            raise MissingData(path) from None
         except DataError as e:
-            raise DataError(f"{path}: {e}; {REFETCH}") from None
+            raise DataError(f"{path}: {e}") from None
     images, labels = arrays
     if images.shape[1:] != (28, 28) or len(images) != len(labels):
         raise DataError(f"{path.parent / path.name.replace('labels-idx1', 'images-idx3')}: shape {images.shape}, "
-                        f"expected ({len(labels)}, 28, 28) to match its labels; {REFETCH}")
+                        f"expected ({len(labels)}, 28, 28) to match its labels")
     x = torch.from_numpy(images.reshape(len(images), -1).astype(np.float32) / 255.0)
     return x, torch.from_numpy(labels.astype(np.int64))
 
@@ -53,12 +53,12 @@ def binarized(x: torch.Tensor, seed: int = 0) -> torch.Tensor:
     return torch.bernoulli(x, generator=torch.Generator(x.device).manual_seed(seed))
 
 
-def seen(x: torch.Tensor, binarize: str) -> torch.Tensor:
+def eval_images(x: torch.Tensor, binarize: str) -> torch.Tensor:
     """The images as an autoencoder trained with `data.binarize` sees them outside training: grey, or,
     when training binarises every batch anew, binarised once with a fixed seed."""
     return binarized(x) if binarize == "dynamic" else x
 
 
-def transform(binarize: str):
-    """What every training batch goes through: nothing, or a fresh binarisation."""
+def batch_transform(binarize: str):
+    """What every training batch goes through (aevae.train.fit's `transform`): nothing, or a fresh binarisation."""
     return torch.bernoulli if binarize == "dynamic" else None

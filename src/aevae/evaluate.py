@@ -14,8 +14,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from aevae.classifier import Classifier, classify, frechet_distance, gaussian
-from aevae.model import LOG_2PI, Autoencoder, log_likelihoods, recon_loss, recon_nll
+from aevae import frechet
+from aevae.classifier import Classifier, classify
+from aevae.likelihoods import LOG_2PI, log_likelihoods, recon_loss, recon_nll
+from aevae.model import Autoencoder
 
 
 class Reconstruction(NamedTuple):
@@ -38,7 +40,7 @@ def reconstruction_metrics(model: Autoencoder, x: torch.Tensor, batch_size: int 
     sums, codes, images = 0, [], []
     for xb in x.split(batch_size):
         logits, kl, code = model(xb)
-        loss, recon, _ = model.terms(logits, kl, xb)
+        loss, recon, _ = model.per_image_losses(logits, kl, xb)
         nelbo = recon_nll(logits, xb, model.likelihood) + kl
         image = model.image(logits)
         mse = (image - xb).pow(2).sum(-1)
@@ -140,7 +142,7 @@ def model_metrics(model: Autoencoder, classifier: Classifier, inputs, cfg) -> tu
     set's codes and reconstructions come from the pass that measures the reconstructions, and the
     test set's features are the classifier's own (`Classifier.reference`).
 
-    inputs: (train_x, train_y, test_x, test_y) as the model sees them (data.seen), on the device
+    inputs: (train_x, train_y, test_x, test_y) as the model sees them (data.eval_images), on the device
     that model and classifier are on; cfg: the evaluate params.
     """
     train_x, train_y, test_x, test_y = inputs
@@ -153,16 +155,16 @@ def model_metrics(model: Autoencoder, classifier: Classifier, inputs, cfg) -> tu
         out[f"nll_is_{model.likelihood}"] = nll_is.mean().item()
         is_seconds = time.perf_counter() - start
         out["iw_samples"] = cfg.iw_samples
-        if model.z_dim == 2:  # small enough to integrate over
+        if model.config.z_dim == 2:  # small enough to integrate over
             out |= quadrature_metrics(model, test_x, nll_is, cfg)
     out["active_units"] = active_units(test_z)
     out["probe_accuracy"] = linear_probe(codes(model, train_x), train_y, test_z, test_y)
     with torch.no_grad():
         samples = model.sample(cfg.samples, gen)
     feats, probs = classify(classifier, samples)
-    out["frechet_samples"] = frechet_distance(gaussian(feats), classifier.reference)
+    out["frechet_samples"] = frechet.distance(frechet.gaussian(feats), classifier.reference)
     out["confident_samples"] = (probs.max(1).values > 0.9).float().mean().item()
     feats, probs = classify(classifier, reconstructions)
-    out["frechet_reconstructions"] = frechet_distance(gaussian(feats), classifier.reference)
+    out["frechet_reconstructions"] = frechet.distance(frechet.gaussian(feats), classifier.reference)
     out["classifier_accuracy_reconstructions"] = (probs.argmax(1) == test_y).float().mean().item()
     return out, is_seconds

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import shutil
@@ -41,18 +40,6 @@ def write_bytes(path: str | Path, data: bytes) -> None:
 
 def write_json(path: str | Path, obj) -> None:
     write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
-
-
-def read_curves(folder: str | Path) -> dict[str, tuple[list[int], list[float]]]:
-    """The per-epoch curves a training stage logged with DVCLive (aevae.live) into `folder`, as
-    {"<split>/<term>": (steps, values)}, e.g. "test/loss"."""
-    curves = {}
-    for path in sorted(Path(folder, "plots/metrics").glob("*/*.tsv")):
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f, delimiter="\t"))
-        steps, values = [int(r["step"]) for r in rows], [float(r[path.stem]) for r in rows]
-        curves[f"{path.parent.name}/{path.stem}"] = (steps, values)
-    return curves
 
 
 def _umask() -> int:

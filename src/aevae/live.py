@@ -3,15 +3,16 @@ VS Code extension see a training stage's figures while it runs, not only once it
 
 A stage logs into a folder of its own, which dvc.yaml declares: DVCLive's summary
 `<folder>/metrics.json` (the latest epoch, with `step`, the epoch's number) and a curve per figure,
-`<folder>/plots/metrics/<split>/<term>.tsv` (columns `step` and the term). No timestamps: the same
-params give the same bytes.
+`<folder>/plots/metrics/<split>/<term>.tsv` (columns `step` and the term), which `read_curves` reads
+back. No timestamps: the same params give the same bytes.
 """
 
 from __future__ import annotations
 
+import csv
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -29,6 +30,20 @@ class Log:
         if self.live is None:
             self.live = Live(str(self.folder), save_dvc_exp=False, dvcyaml=None)
         return self.live
+
+    def epoch(self, epoch) -> None:
+        """One epoch's means (an aevae.train.Epoch's, {split: {term: value}}), as `<split>/<term>` at step
+        `epoch.number`: what the trainer's `on_epoch` is given."""
+        live = self.start()
+        live.step = epoch.number
+        for split, terms in epoch.means.items():
+            for term, value in terms.items():
+                live.log_metric(f"{split}/{term}", value)
+        live.next_step()
+
+    def summary(self, name: str, value: float) -> None:
+        """A figure of the finished run, in the summary (metrics.json) alone, not as a curve."""
+        self.start().log_metric(name, value, plot=False)
 
 
 @contextmanager
@@ -57,20 +72,13 @@ def logger(folder: str | Path) -> Iterator[Log]:
         log.start().end()
 
 
-def log_epoch(live: Live, epoch: int, figures: dict[str, dict[str, float]]) -> None:
-    """One epoch's figures, {split: {term: value}}, as `<split>/<term>` at step `epoch`."""
-    live.step = epoch
-    for split, terms in figures.items():
-        for term, value in terms.items():
-            live.log_metric(f"{split}/{term}", value)
-    live.next_step()
-
-
-def log_epochs(log: Log, epochs: Iterable) -> tuple[dict[str, dict[str, float]], float]:
-    """Log each epoch that aevae.train.fit yields; the last one's figures, and the total wall time of
-    the training passes (which goes in no log: it differs between runs)."""
-    seconds = 0.0
-    for epoch in epochs:
-        log_epoch(log.start(), epoch.number, epoch.figures)
-        seconds += epoch.seconds
-    return epoch.figures, seconds
+def read_curves(folder: str | Path) -> dict[str, tuple[list[int], list[float]]]:
+    """The per-epoch curves a training stage logged into `folder`, as {"<split>/<term>": (steps, values)},
+    e.g. "test/loss"."""
+    curves = {}
+    for path in sorted(Path(folder, "plots/metrics").glob("*/*.tsv")):
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f, delimiter="\t"))
+        steps, values = [int(r["step"]) for r in rows], [float(r[path.stem]) for r in rows]
+        curves[f"{path.parent.name}/{path.stem}"] = (steps, values)
+    return curves

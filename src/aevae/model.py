@@ -1,28 +1,24 @@
 """The autoencoders: one interface, which evaluation, rendering, the bench and the tests use without
-knowing which model they hold, and `build`, the one place that turns params into a model.
+knowing which model they hold, and KINDS, the registry that `build` and `load` find a model's class in.
 
-A new model is a subclass of Autoencoder here, an entry in KINDS and its params in params.yaml.
+Each model is built from one frozen object, its `Config`: the params.yaml sections it reads. A new
+model is a subclass of Autoencoder with its `Config` and `from_params`, and an entry in KINDS.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.distributions import ContinuousBernoulli
 
 from aevae import UserError, checkpoint
+from aevae.config import AEParams, ModelParams, Params, VAEParams
+from aevae.likelihoods import GAUSSIAN_NLL_CONSTANT, IMAGE_DIM, IMAGE_SIDE, LOG_2PI, mean_image, recon_loss, recon_nll
 from aevae.runtime import one_thread
-
-IMAGE_SIDE = 28
-IMAGE_DIM = IMAGE_SIDE * IMAGE_SIDE
-LOG_2PI = math.log(2 * math.pi)
-# -log N(x; mu, I/2) - ||x - mu||^2: summed squared error is the NLL of a Gaussian of variance 1/2, up to this.
-GAUSSIAN_NLL_CONSTANT = 0.5 * IMAGE_DIM * math.log(math.pi)
 
 
 class Output(NamedTuple):
@@ -34,37 +30,38 @@ class Output(NamedTuple):
     code: torch.Tensor
 
 
-class Losses(NamedTuple):
-    """Loss terms, per image or summed over a batch; `loss` is what the optimiser minimises."""
+class AutoencoderLosses(NamedTuple):
+    """An autoencoder's loss terms, per image or summed over a batch; `loss` is what the optimiser minimises."""
 
     loss: torch.Tensor
     recon: torch.Tensor
     kl: torch.Tensor
 
 
-def encoder(arch: str, hidden_dims: list[int], channels: list[int]) -> tuple[list[nn.Module], int]:
+def encoder(config: ModelParams) -> tuple[list[nn.Module], int]:
     """The encoder's layers, from flat images to its last hidden features (after a ReLU), and their
     width. mlp: a linear layer per `hidden_dims`; conv: a 4x4, stride-2 convolution per `channels`."""
     layers = []
-    if arch == "mlp":
+    if config.arch == "mlp":
         width = IMAGE_DIM
-        for d in hidden_dims:
+        for d in config.hidden_dims:
             layers += [nn.Linear(width, d), nn.ReLU()]
             width = d
         return layers, width
     c, side = 1, IMAGE_SIDE
     layers.append(nn.Unflatten(1, (1, side, side)))
-    for d in channels:
+    for d in config.channels:
         layers += [nn.Conv2d(c, d, 4, stride=2, padding=1), nn.ReLU()]
         c, side = d, side // 2
     return layers + [nn.Flatten()], c * side * side
 
 
-def decoder(arch: str, hidden_dims: list[int], channels: list[int], z_dim: int) -> nn.Sequential:
+def decoder(config: ModelParams) -> nn.Sequential:
     """The encoder mirrored, from z to one logit per pixel."""
-    if arch == "mlp":
+    z_dim, channels = config.z_dim, config.channels
+    if config.arch == "mlp":
         layers, width = [], z_dim
-        for d in reversed(hidden_dims):
+        for d in reversed(config.hidden_dims):
             layers += [nn.Linear(width, d), nn.ReLU()]
             width = d
         return nn.Sequential(*layers, nn.Linear(width, IMAGE_DIM))
@@ -83,52 +80,6 @@ def decoder(arch: str, hidden_dims: list[int], channels: list[int], z_dim: int) 
     return nn.Sequential(*layers, nn.Flatten())
 
 
-def recon_loss(logits: torch.Tensor, x: torch.Tensor, likelihood: str) -> torch.Tensor:
-    """Per-image reconstruction loss summed over pixels: squared error (gaussian), cross-entropy
-    (bernoulli), or cross-entropy minus the log-normaliser (continuous_bernoulli: a proper density
-    for grey pixels, where cross-entropy is not one)."""
-    if likelihood == "gaussian":
-        return F.mse_loss(torch.sigmoid(logits), x, reduction="none").sum(-1)
-    # From logits, not from sigmoid outputs: stays finite where the sigmoid saturates.
-    nll = F.binary_cross_entropy_with_logits(logits, x, reduction="none")
-    if likelihood == "continuous_bernoulli":
-        nll = nll - cb_log_norm(logits)
-    return nll.sum(-1)
-
-
-def recon_nll(logits: torch.Tensor, x: torch.Tensor, likelihood: str) -> torch.Tensor:
-    """-log p(x|z) per image, in nats, as a normalised density: what ELBO and NLL bounds are made of."""
-    nll = recon_loss(logits, x, likelihood)
-    return nll + GAUSSIAN_NLL_CONSTANT if likelihood == "gaussian" else nll
-
-
-def log_likelihoods(logits: torch.Tensor, x: torch.Tensor, likelihood: str) -> torch.Tensor:
-    """log p(x_n | z_g) for every image x_n (N rows) and every decoded z_g (G rows of logits), as an
-    (N, G) matrix: one matmul, where -recon_nll over every pair would make N x G passes over the pixels."""
-    if likelihood == "gaussian":
-        mean = torch.sigmoid(logits)
-        return 2 * x @ mean.T - x.pow(2).sum(1, keepdim=True) - mean.pow(2).sum(1) - GAUSSIAN_NLL_CONSTANT
-    out = x @ logits.T - F.softplus(logits).sum(1)  # sum of x log(lambda) + (1 - x) log(1 - lambda)
-    return out + cb_log_norm(logits).sum(1) if likelihood == "continuous_bernoulli" else out
-
-
-def cb_log_norm(logits: torch.Tensor) -> torch.Tensor:
-    """log C(lambda), the continuous Bernoulli's log-normaliser (Loaiza-Ganem & Cunningham 2019), from
-    the logit l of lambda: C = 2 atanh(1 - 2 lambda) / (1 - 2 lambda) = l / tanh(l / 2). At l = 0
-    (lambda = 1/2) that is 0/0, so near it: the Taylor series, log 2 + l^2 / 12 (next term l^4 / 1440)."""
-    small = logits.abs() < 1e-2
-    safe = torch.where(small, torch.ones_like(logits), logits)
-    return torch.where(small, math.log(2) + logits.pow(2) / 12, torch.log(safe / torch.tanh(safe / 2)))
-
-
-def mean_image(logits: torch.Tensor, likelihood: str) -> torch.Tensor:
-    """E[x|z], the image a decoder's logits stand for: lambda = sigmoid(l) for the gaussian and the
-    bernoulli; the continuous Bernoulli's mean is not lambda, but pulled towards 1/2."""
-    if likelihood == "continuous_bernoulli":
-        return ContinuousBernoulli(logits=logits).mean
-    return torch.sigmoid(logits)
-
-
 def kl_weight(beta: float, warmup_epochs: int, epoch: int | None) -> float:
     """The KL term's weight in training epoch `epoch` (from 1): beta, ramped linearly up from 0 over the
     first `warmup_epochs` (Bowman et al. 2016); `epoch` None, for a trained model, is beta."""
@@ -143,27 +94,33 @@ def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 
 
 class Autoencoder(nn.Module):
-    """What every autoencoder offers. A subclass gives `code`, `forward`, `prior` and the class
-    attributes below; the decoder, the loss, reconstruction and sampling are shared.
+    """What every autoencoder offers. A subclass gives `Config`, `from_params`, `code`, `forward`,
+    `prior_sample` and the class attributes below; the decoder, the loss, reconstruction and sampling
+    are shared.
 
+    `Config` is the frozen dataclass the model is built from (`config`), holding at least params.yaml's
+    `model` section (config.ModelParams: the networks); a model file stores it (`save`).
     `density` says whether the model defines p(x), so that its KL, ELBO and importance-sampled
     likelihood exist; `code_name` and `prior_name` caption its codes and its samples in figures.
     `epoch`, where a method takes it, is the training epoch (from 1) for an objective that changes
     during training (KL warm-up); None, the default, is the trained model's objective.
-    The networks are `arch`'s (see `encoder`): mlp reads `hidden_dims`, conv reads `channels`.
     """
 
+    Config = ModelParams
     density = False
     code_name = "codes"
     prior_name = "prior"
     likelihood = "gaussian"
 
-    def __init__(self, hidden_dims: list[int], z_dim: int, arch: str = "mlp", channels: list[int] = (32, 64)):
+    def __init__(self, config: ModelParams):
         super().__init__()
-        # What a checkpoint rebuilds the model from.
-        self.args = {"hidden_dims": list(hidden_dims), "z_dim": z_dim, "arch": arch, "channels": list(channels)}
-        self.z_dim = z_dim
-        self.decoder = decoder(arch, hidden_dims, channels, z_dim)
+        self.config = config
+        self.decoder = decoder(config)
+
+    @classmethod
+    def from_params(cls, p: Params) -> Autoencoder:
+        """The model as params.yaml (a config.Params) describes it."""
+        raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> Output:
         raise NotImplementedError
@@ -191,16 +148,17 @@ class Autoencoder(nn.Module):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.image(self.decoder(z))
 
-    def terms(self, logits: torch.Tensor, kl: torch.Tensor, x: torch.Tensor, epoch: int | None = None) -> Losses:
-        """The loss terms per image, from one forward pass: recon under the model's likelihood + weighted KL.
-        In float32 whatever precision the forward pass ran in (bf16's 8 bits would round the sums)."""
+    def per_image_losses(self, logits: torch.Tensor, kl: torch.Tensor, x: torch.Tensor,
+                         epoch: int | None = None) -> AutoencoderLosses:
+        """The loss terms of each image, from one forward pass: recon under the model's likelihood + weighted
+        KL. In float32 whatever precision the forward pass ran in (bf16's 8 bits would round the sums)."""
         recon = recon_loss(logits.float(), x, self.likelihood)
-        return Losses(recon + self.kl_weight(epoch) * kl, recon, kl)
+        return AutoencoderLosses(recon + self.kl_weight(epoch) * kl, recon, kl)
 
-    def loss(self, x: torch.Tensor, epoch: int | None = None) -> Losses:
-        """The loss terms summed over the batch, for the trainer."""
+    def loss(self, x: torch.Tensor, epoch: int | None = None) -> AutoencoderLosses:
+        """The loss terms summed over the batch x, for the trainer."""
         out = self(x)
-        return Losses(*(t.sum() for t in self.terms(out.logits, out.kl, x, epoch)))
+        return AutoencoderLosses(*(t.sum() for t in self.per_image_losses(out.logits, out.kl, x, epoch)))
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """Decoded images, from the same latent draw as the loss (one sample of q(z|x) for a VAE)."""
@@ -216,20 +174,26 @@ class AE(Autoencoder):
     from a density fitted to its training codes after training (`fit_prior`), which the model file
     keeps: a mixture of full-covariance Gaussians, of one component for `diagonal` and `full`."""
 
+    @dataclass(frozen=True)
+    class Config(AEParams, ModelParams):
+        """params.yaml's `model` and `ae` sections, in one object."""
+
     PRIOR_NAMES = {"diagonal": "diagonal Gaussian", "full": "full-covariance Gaussian", "gmm": "Gaussian mixture"}
 
-    def __init__(self, hidden_dims: list[int], z_dim: int, arch: str = "mlp", channels: list[int] = (32, 64),
-                 prior: str = "diagonal", gmm_components: int = 10):
-        super().__init__(hidden_dims, z_dim, arch, channels)
-        self.args |= {"prior": prior, "gmm_components": gmm_components}
-        self.prior, self.gmm_components = prior, gmm_components
-        self.prior_name = f"z ~ {self.PRIOR_NAMES[prior]} fitted to training codes"
-        layers, width = encoder(arch, hidden_dims, channels)
+    def __init__(self, config: AE.Config):
+        super().__init__(config)
+        self.prior_name = f"z ~ {self.PRIOR_NAMES[config.prior]} fitted to training codes"
+        layers, width = encoder(config)
+        z_dim = config.z_dim
         self.encoder = nn.Sequential(*layers, nn.Linear(width, z_dim))
-        k = gmm_components if prior == "gmm" else 1
+        k = config.gmm_components if config.prior == "gmm" else 1
         self.register_buffer("prior_weights", torch.full((k,), 1 / k))
         self.register_buffer("prior_means", torch.zeros(k, z_dim))
         self.register_buffer("prior_chol", torch.eye(z_dim).expand(k, z_dim, z_dim).clone())  # covariance = L L^T
+
+    @classmethod
+    def from_params(cls, p: Params) -> AE:
+        return cls(cls.Config(**asdict(p.model), **asdict(p.ae)))
 
     @torch.no_grad()
     def fit_prior(self, x: torch.Tensor, generator: torch.Generator) -> None:
@@ -238,11 +202,12 @@ class AE(Autoencoder):
         et al. 2020's ex-post density estimation); `generator` seeds the mixture's start."""
         self.eval()
         codes = torch.cat([self.code(xb) for xb in x.split(5000)]).double()
-        if self.prior == "gmm":
-            weights, means, covs = gaussian_mixture(codes, self.gmm_components, generator)
+        prior = self.config.prior
+        if prior == "gmm":
+            weights, means, covs = gaussian_mixture(codes, self.config.gmm_components, generator)
         else:
             weights, means, covs = codes.new_ones(1), codes.mean(0, keepdim=True), torch.cov(codes.T)[None]
-            if self.prior == "diagonal":
+            if prior == "diagonal":
                 covs = torch.diag_embed(torch.diagonal(covs, dim1=-2, dim2=-1))
         with one_thread():
             chol = torch.linalg.cholesky(covs)
@@ -250,7 +215,7 @@ class AE(Autoencoder):
 
     def prior_sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
         which = torch.multinomial(self.prior_weights, n, replacement=True, generator=generator)
-        eps = torch.randn(n, self.z_dim, 1, generator=generator, device=generator.device)
+        eps = torch.randn(n, self.config.z_dim, 1, generator=generator, device=generator.device)
         return self.prior_means[which] + (self.prior_chol[which] @ eps).squeeze(-1)
 
     def code(self, x: torch.Tensor) -> torch.Tensor:
@@ -261,7 +226,6 @@ class AE(Autoencoder):
         return Output(self.decoder(code), x.new_zeros(len(x)), code)
 
 
-
 class VAE(Autoencoder):
     """The variational autoencoder: q(z|x) = N(mu, diag(exp(logvar))), a N(0, I) prior, loss = recon + beta KL.
 
@@ -270,21 +234,28 @@ class VAE(Autoencoder):
     (IWAE, Burda et al. 2015) in place of the ELBO; k = 1 is the ELBO, the same code path as ever.
     """
 
+    @dataclass(frozen=True)
+    class Config(VAEParams, ModelParams):
+        """params.yaml's `model` and `vae` sections, in one object."""
+
     density = True
     code_name = "posterior means"
     prior_name = "z ~ N(0, I)"
 
-    def __init__(self, hidden_dims: list[int], z_dim: int, beta: float = 1.0, likelihood: str = "gaussian",
-                 arch: str = "mlp", channels: list[int] = (32, 64), kl_warmup_epochs: int = 0, iw_samples: int = 1):
-        super().__init__(hidden_dims, z_dim, arch, channels)
-        self.args |= {"beta": beta, "likelihood": likelihood, "kl_warmup_epochs": kl_warmup_epochs,
-                      "iw_samples": iw_samples}
-        self.beta, self.likelihood = beta, likelihood
-        self.kl_warmup_epochs, self.iw_samples = kl_warmup_epochs, iw_samples
-        layers, width = encoder(arch, hidden_dims, channels)
+    def __init__(self, config: VAE.Config):
+        super().__init__(config)
+        layers, width = encoder(config)
         self.encoder = nn.Sequential(*layers)
         # The mean and log-variance heads, as one layer: one matmul instead of two, same maths.
-        self.head = nn.Linear(width, 2 * z_dim)
+        self.head = nn.Linear(width, 2 * config.z_dim)
+
+    @classmethod
+    def from_params(cls, p: Params) -> VAE:
+        return cls(cls.Config(**asdict(p.model), **asdict(p.vae)))
+
+    @property
+    def likelihood(self) -> str:
+        return self.config.likelihood
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # float32 even under bf16 autocast: the sampling, the KL and the importance weights need its range.
@@ -301,21 +272,22 @@ class VAE(Autoencoder):
         return Output(self.decoder(self.reparameterize(mu, logvar)), kl_divergence(mu, logvar), mu)
 
     def prior_sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        return torch.randn(n, self.z_dim, generator=generator, device=generator.device)
+        return torch.randn(n, self.config.z_dim, generator=generator, device=generator.device)
 
     def kl_weight(self, epoch: int | None = None) -> float:
-        return kl_weight(self.beta, self.kl_warmup_epochs, epoch)
+        return kl_weight(self.config.beta, self.config.kl_warmup_epochs, epoch)
 
-    def loss(self, x: torch.Tensor, epoch: int | None = None) -> Losses:
-        if self.iw_samples == 1:
+    def loss(self, x: torch.Tensor, epoch: int | None = None) -> AutoencoderLosses:
+        k = self.config.iw_samples
+        if k == 1:
             return super().loss(x, epoch)
         mu, logvar = self.encode(x)
-        log_w, nll = self.log_weights(x, self.iw_samples, self.kl_weight(epoch), (mu, logvar))
-        bound = torch.logsumexp(log_w, 0) - math.log(self.iw_samples)
+        log_w, nll = self.log_weights(x, k, self.kl_weight(epoch), (mu, logvar))
+        bound = torch.logsumexp(log_w, 0) - math.log(k)
         # The objective in the units of the k = 1 loss (for the gaussian: squared error, not a density);
         # recon (of the first sample) and the KL are the ELBO's terms, comparable across k.
         offset = GAUSSIAN_NLL_CONSTANT if self.likelihood == "gaussian" else 0.0
-        return Losses(-(bound + offset).sum(), (nll[0] - offset).sum(), kl_divergence(mu, logvar).sum())
+        return AutoencoderLosses(-(bound + offset).sum(), (nll[0] - offset).sum(), kl_divergence(mu, logvar).sum())
 
     def log_weights(self, x: torch.Tensor, k: int, kl_weight: float = 1.0, q=None) -> tuple[torch.Tensor, torch.Tensor]:
         """log p(x|z) + kl_weight (log p(z) - log q(z|x)) for k draws z ~ q(z|x) per image, shape (k, N),
@@ -368,21 +340,16 @@ def gaussian_mixture(x: torch.Tensor, k: int, generator: torch.Generator, iterat
 KINDS = {"ae": AE, "vae": VAE}
 
 
-def build(kind: str, p) -> Autoencoder:
-    """The autoencoder `kind` as params.yaml (a config.Params) describes it."""
-    m = p.model
-    shape = {"arch": m.arch, "channels": m.channels}
-    if kind == "ae":
-        return AE(m.hidden_dims, m.z_dim, **shape, prior=p.ae.prior, gmm_components=p.ae.gmm_components)
-    if kind == "vae":
-        v = p.vae
-        return VAE(m.hidden_dims, m.z_dim, v.beta, v.likelihood, kl_warmup_epochs=v.kl_warmup_epochs,
-                   iw_samples=v.iw_samples, **shape)
-    raise UserError(f"unknown model '{kind}'; accepted: {', '.join(KINDS)}")
+def build(kind: str, p: Params) -> Autoencoder:
+    """The autoencoder `kind` (a key of KINDS) as params.yaml (a config.Params) describes it."""
+    if kind not in KINDS:
+        raise UserError(f"unknown model '{kind}'; accepted: {', '.join(KINDS)}")
+    return KINDS[kind].from_params(p)
 
 
 def save(model: Autoencoder, path: str | Path) -> None:
-    checkpoint.save(model, next(k for k, cls in KINDS.items() if type(model) is cls), path)
+    kind = next(k for k, cls in KINDS.items() if type(model) is cls)
+    checkpoint.save(model, kind, path)
 
 
 def load(path: str | Path | BinaryIO, device: str | torch.device = "cpu") -> Autoencoder:

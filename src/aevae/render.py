@@ -115,7 +115,7 @@ def latent_figure(panels: dict[str, tuple[torch.Tensor, torch.Tensor]], title: s
 
 
 def losses_figure(curves: dict[str, dict[str, tuple[list[int], list[float]]]]) -> Figure:
-    """Per-epoch train (dashed) and test (solid) curves of each model (aevae.files.read_curves): the
+    """Per-epoch train (dashed) and test (solid) curves of each model (aevae.live.read_curves): the
     objective, and its two terms apart."""
     fig = Figure(figsize=(15, 4.2))
     axes = fig.subplots(1, 3)

@@ -48,11 +48,12 @@ def setup(threads: int | str, pin: bool = True) -> None:
     torch.set_num_threads(threads_for(threads))
 
 
-def cpu_extensions() -> list[str]:
-    """This CPU's vector extensions that decide the speed of float32 and bf16 matmuls, from /proc/cpuinfo."""
+def cpu_extensions(cpuinfo: str = "/proc/cpuinfo") -> list[str]:
+    """This CPU's vector extensions that decide the speed of float32 and bf16 matmuls, from `cpuinfo`'s
+    flags (none where there is no such file, as on macOS)."""
     flags = set()
-    if os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo") as f:
+    if os.path.exists(cpuinfo):
+        with open(cpuinfo) as f:
             for line in f:
                 if line.startswith("flags"):
                     flags |= set(line.split(":", 1)[1].split())

@@ -1,6 +1,6 @@
 """One training loop for any model whose `loss(*batch)` returns a NamedTuple of loss terms summed
 over the batch, the first of them the objective; it knows nothing else about the model, nor
-about logging: it yields each epoch's figures, and the stages log them (aevae.live).
+about logging: it hands each epoch's means to a callback, which the stages log (aevae.live).
 
 Speed comes from keeping the whole dataset in one tensor on the device, batching by
 indexing it (no DataLoader, no per-sample transforms), a fused optimiser step, and
@@ -15,7 +15,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -23,13 +23,13 @@ import torch
 from tqdm import tqdm
 
 from aevae import UserError
-from aevae.config import Train
+from aevae.config import TrainParams
 from aevae.files import atomic_path
 
 
 class Epoch(NamedTuple):
     number: int
-    figures: dict[str, dict[str, float]]  # {"train": {term: mean}, "test": {term: mean}}, the model's loss terms
+    means: dict[str, dict[str, float]]  # {"train": {term: mean}, "test": {term: mean}}, the model's loss terms
     seconds: float  # wall time of the training pass: the one figure that differs between runs
 
 
@@ -40,7 +40,7 @@ class Diverged(Exception):
 class Checkpoint:
     """The trainer's state after an epoch, in one file written atomically: the weights, AdamW's
     state, the random generators' states (which the next epoch draws from), and every epoch's
-    figures so far. `stamp` names what it belongs to (the params, code and data, see `stamp`): a
+    means so far. `stamp` names what it belongs to (the params, code and data, see `stamp`): a
     file with another stamp, or one that cannot be read, is discarded, never resumed from."""
 
     def __init__(self, path: str | Path, stamp: str):
@@ -64,7 +64,7 @@ class Checkpoint:
 
     def save(self, model, opt, history: list[Epoch], device: torch.device) -> None:
         state = {"stamp": self.stamp, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                 "rng": torch.get_rng_state(), "history": [[e.number, e.figures, e.seconds] for e in history]}
+                 "rng": torch.get_rng_state(), "history": [[e.number, e.means, e.seconds] for e in history]}
         if device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(device)
         try:
@@ -103,19 +103,20 @@ def fit(
     model: torch.nn.Module,
     train: tuple[torch.Tensor, ...],
     test: tuple[torch.Tensor, ...],
-    cfg: Train,
+    cfg: TrainParams,
     device: torch.device,
     transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
     checkpoint: Checkpoint | None = None,
-) -> Iterator[Epoch]:
+    on_epoch: Callable[[Epoch], None] = lambda epoch: None,
+) -> list[Epoch]:
     """Train with AdamW on (inputs, *targets) tensors; `transform` maps each training batch's inputs.
     The model's `loss(*batch, epoch=...)` is told the epoch (from 1), for objectives that change in training.
+    Calls `on_epoch` with each Epoch as it ends, and returns them all.
 
     With a `checkpoint`, the state is saved there after every epoch, and a run whose checkpoint
-    matches resumes after its last epoch, to the same bytes as a run never stopped: it first yields
-    the epochs the checkpoint holds, so that a log written from what it yields is whole.
+    matches resumes after its last epoch, to the same bytes as a run never stopped: it first hands
+    `on_epoch` the epochs the checkpoint holds, so that a log written by `on_epoch` is whole.
 
-    Yields an Epoch as each epoch ends.
     Randomness (init aside) comes from torch's global generators: seed them before building the model.
     Raises Diverged when a loss stops being finite.
     """
@@ -136,7 +137,8 @@ def fit(
             torch.cuda.set_rng_state(state["cuda_rng"], device)
         history = [Epoch(*e) for e in state["history"]]
         print(f"{checkpoint.path}: resuming from epoch {len(history) + 1} of {cfg.epochs}", file=sys.stderr)
-        yield from history
+        for epoch in history:
+            on_epoch(epoch)
     epochs = tqdm(range(len(history) + 1, cfg.epochs + 1), desc=type(model).__name__, unit="epoch")
     for epoch in epochs:
         model.train()
@@ -164,11 +166,12 @@ def fit(
         if not all(map(math.isfinite, test_means)):
             raise Diverged(f"the test loss became {test_means[0]} after epoch {epoch}")
         epochs.set_postfix(train=f"{train_means[0]:.3f}", test=f"{test_means[0]:.3f}")
-        figures = {"train": dict(zip(terms._fields, train_means)), "test": dict(zip(terms._fields, test_means))}
-        history.append(Epoch(epoch, figures, seconds))
+        means = {"train": dict(zip(terms._fields, train_means)), "test": dict(zip(terms._fields, test_means))}
+        history.append(Epoch(epoch, means, seconds))
         if checkpoint:
             checkpoint.save(model, opt, history, device)
-        yield history[-1]
+        on_epoch(history[-1])
+    return history
 
 
 @torch.no_grad()

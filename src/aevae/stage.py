@@ -1,0 +1,63 @@
+"""What every training stage does around the trainer (aevae.train.fit), written once: the process
+settings, the device and the seed first; then the DVCLive log, the checkpoint, the time file, and a
+one-line error for a run that diverged. A stage script keeps only its data, its model and what
+follows training:
+
+    with stage.training("vae", p, "train", __file__) as run:
+        ...load the data, build the model...
+        run.fit(model, train, test, read={...})
+        ...finish the model and save it...
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+from aevae import UserError, live, runtime
+from aevae.config import Params
+from aevae.files import write_json
+from aevae.train import Diverged, checkpoint_for, fit
+
+
+class Run:
+    """A training stage under way: its device, its log, and `fit`, which trains with the stage's settings."""
+
+    def __init__(self, name: str, cfg, device: torch.device, log: live.Log, script: str | Path):
+        self.name, self.cfg, self.device, self.log, self.script = name, cfg, device, log, script
+        self.checkpoint, self.seconds = None, 0.0
+
+    def fit(self, model: torch.nn.Module, train: tuple[torch.Tensor, ...], test: tuple[torch.Tensor, ...],
+            read: dict, transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, dict[str, float]]:
+        """Train `model`, logging every epoch and resuming from the stage's checkpoint, which `read` (the
+        params the stage reads, dvc.yaml's, less `threads`, which changes no byte) stamps; the last
+        epoch's means."""
+        self.checkpoint = checkpoint_for(self.name, read, self.script)
+        history = fit(model, train, test, self.cfg, self.device, transform, self.checkpoint, on_epoch=self.log.epoch)
+        self.seconds = sum(e.seconds for e in history)
+        return history[-1].means
+
+
+@contextmanager
+def training(name: str, p: Params, section: str, script: str | Path) -> Iterator[Run]:
+    """Training stage `name`, trained with params.yaml's `section` (train or classifier), logging into
+    metrics/<name>/train/. The block loads the data, calls `run.fit` and writes the model: if it fails, the
+    previous log and model stay (aevae.live.logger); once it has succeeded, the training time goes to
+    metrics/<name>/time.json, which no stage reads, and the checkpoint is removed."""
+    cfg = getattr(p, section)
+    runtime.setup(p.threads, pin=cfg.precision == "float32")
+    device = runtime.resolve_device(cfg.device, f"{section}.device")
+    runtime.warn_precision(cfg.precision, device, f"{section}.precision")
+    torch.manual_seed(cfg.seed)  # before the model is built: its init
+    try:
+        with live.logger(f"metrics/{name}/train") as log:
+            run = Run(name, cfg, device, log, script)
+            yield run
+            write_json(f"metrics/{name}/time.json", {"train_seconds": round(run.seconds, 2)})
+        if run.checkpoint:
+            run.checkpoint.remove()
+    except Diverged as e:
+        raise UserError(f"{e}; try a smaller {section}.lr (now {cfg.lr})") from None
