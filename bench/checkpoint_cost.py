@@ -9,22 +9,19 @@ every epoch, from the same seed, and prints the epoch times, the time of one che
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import tempfile
 import time
 from pathlib import Path
+
+from common import parser
 
 from aevae import config, data, model, runtime
 from aevae.train import Checkpoint, fit
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--train-size", type=int, default=60000)
-    ap.add_argument("--data", default="data/mnist", help="folder with the four uncompressed IDX files")
-    args = ap.parse_args()
+    args = parser(__doc__, epochs=3, train_size=60000).parse_args()
     p = config.load()
     runtime.setup(p.threads)
     import torch

@@ -14,7 +14,6 @@ once per process. An epoch's time is the best after the first (which pays for wa
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import multiprocessing
 import os
@@ -22,6 +21,8 @@ import platform
 import subprocess
 import sys
 import time
+
+from common import parser
 
 from aevae import runtime
 
@@ -71,11 +72,7 @@ def busy(n: int):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--train-size", type=int, default=10000)
-    ap.add_argument("--epochs", type=int, default=2)
-    ap.add_argument("--data", default="data/mnist", help="folder with the four uncompressed IDX files")
-    args = ap.parse_args()
+    args = parser(__doc__, epochs=2, train_size=10000).parse_args()
     common = (args.data, args.train_size, args.epochs)
     import torch
 

@@ -20,7 +20,6 @@ so that bf16 is set against float32 on the same footing, float32 runs unpinned i
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import math
@@ -33,6 +32,7 @@ import time
 from pathlib import Path
 
 import torch
+from common import parser
 from cpu_settings import cpu_extensions
 from torchvision import datasets, transforms
 
@@ -164,11 +164,8 @@ class NewVAE:
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--train-size", type=int, default=60000, help="train on the first N images")
+    ap = parser(__doc__, epochs=3, train_size=60000)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--data", default="data/mnist", help="folder with the four uncompressed IDX files")
     args = ap.parse_args()
     p = config.load()
     runtime.setup(p.threads)  # as every stage does; the article's loop, in a fresh child, keeps torch's defaults
