@@ -1,0 +1,51 @@
+"""aevae.stage.training, the frame of every training stage: what it leaves after success and after failure."""
+
+import json
+
+import pytest
+import torch
+
+from aevae import UserError, classifier, config, runtime, stage
+
+
+@pytest.fixture
+def stage_dir(tmp_path, monkeypatch, raw_params):
+    """An empty stage folder (data/mnist holds nothing: the checkpoint's stamp reads it) and tiny params."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data/mnist").mkdir(parents=True)
+    calls = []
+    monkeypatch.setattr(runtime, "setup", lambda threads, pin: calls.append((threads, pin)))  # the process's settings
+    raw_params["classifier"].update(epochs=2, batch_size=50)
+    return tmp_path, raw_params, calls
+
+
+def data():
+    torch.manual_seed(0)
+    x = torch.rand(300, 784)
+    y = (x[:, :392].sum(1) > x[:, 392:].sum(1)).long()
+    return (x[:200], y[:200]), (x[200:], y[200:])
+
+
+def test_a_finished_stage_leaves_its_log_and_time_and_no_checkpoint(stage_dir):
+    folder, raw_params, calls = stage_dir
+    p = config.parse(raw_params)
+    train, test = data()
+    with stage.training("toy", p, "classifier", __file__) as run:
+        last = run.fit(classifier.Classifier(), train, test, {"classifier": 1})
+        assert (folder / "checkpoints/toy.pt").exists()  # written after every epoch
+    assert calls == [("auto", True)]  # p.threads, and the pinned code paths of float32
+    assert set(last) == {"train", "test"} and set(last["test"]) == {"loss", "error"}
+    logged = json.loads((folder / "metrics/toy/train/metrics.json").read_text())
+    assert logged["step"] == 2 and logged["test"] == pytest.approx(last["test"])
+    assert json.loads((folder / "metrics/toy/time.json").read_text())["train_seconds"] == round(run.seconds, 2)
+    assert not (folder / "checkpoints").exists()
+
+
+def test_a_diverged_stage_says_which_learning_rate_to_lower_and_leaves_no_time_file(stage_dir):
+    folder, raw_params, _ = stage_dir
+    raw_params["classifier"]["lr"] = 1e9
+    train, test = data()
+    with pytest.raises(UserError, match=r"diverged in epoch \d.*; try a smaller classifier\.lr \(now 1000000000\.0\)$"):
+        with stage.training("toy", config.parse(raw_params), "classifier", __file__) as run:
+            run.fit(classifier.Classifier(), train, test, {})
+    assert not (folder / "metrics/toy/time.json").exists() and not (folder / "metrics/toy/train").exists()
