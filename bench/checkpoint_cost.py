@@ -23,7 +23,7 @@ from aevae.train import Checkpoint, fit
 def main():
     args = parser(__doc__, epochs=3, train_size=60000).parse_args()
     p = config.load()
-    runtime.setup(p.threads)
+    runtime.setup()
     import torch
 
     cfg = dataclasses.replace(p.train, epochs=args.epochs)

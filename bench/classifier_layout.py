@@ -23,7 +23,7 @@ def main():
     ap.add_argument("--model", default="models/classifier.pt")
     args = ap.parse_args()
     p = config.load()
-    runtime.setup(p.threads)
+    runtime.setup()
     import torch
 
     x, _ = data.load(args.data, "test", args.images)

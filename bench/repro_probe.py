@@ -69,6 +69,7 @@ def probe(net: str, threads: int, folder: Path) -> tuple[str, str]:
         model = nn.Sequential(nn.Unflatten(1, (1, 28, 28)), nn.Conv2d(1, 32, 5), nn.MaxPool2d(2), nn.ReLU(),
                               nn.Conv2d(32, 64, 5), nn.MaxPool2d(2), nn.ReLU(), nn.Flatten(),
                               nn.Linear(1024, 128), nn.ReLU(), nn.Linear(128, 10))
+        runtime.backward_on_one_thread(model)  # as the trainer does
         params = list(model.parameters())
         opt = torch.optim.AdamW(params, lr=1e-3)
         for idx in torch.randperm(len(x)).split(128):

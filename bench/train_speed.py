@@ -116,7 +116,7 @@ def article_loop(root: str, n: int, epochs: int, lr: float, device: str, new_vae
 def unpinned_trainer(p, cfg, device: str, data_dir: str, n: int, new_vae):
     """aevae.fit with the code paths unpinned (as a bf16 stage runs), in a fresh process: seconds per epoch,
     and the test loss."""
-    runtime.setup(p.threads, pin=False)
+    runtime.setup(pin=False)
     train_x, _ = data.load(data_dir, "train", n)
     test_x, _ = data.load(data_dir, "test")
     net = new_vae()
@@ -168,7 +168,7 @@ def main():
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     p = config.load()
-    runtime.setup(p.threads)  # as every stage does; the article's loop, in a fresh child, keeps torch's defaults
+    runtime.setup()  # as every stage does; the article's loop, in a fresh child, keeps torch's defaults
     device = resolve_device(args.device, "--device")
     cfg = dataclasses.replace(p.train, epochs=args.epochs)
     train_x, _ = data.load(args.data, "train", args.train_size)

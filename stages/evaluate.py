@@ -13,7 +13,7 @@ from aevae.files import write_json
 def main(kind):
     start = time.perf_counter()
     p = config.load()
-    runtime.setup(p.threads)
+    runtime.setup()
     device = runtime.resolve_device(p.evaluate.device, "evaluate.device")
     train_x, train_y = data.load("data/mnist", "train", p.data.train_size)  # what it was trained on
     test_x, test_y = data.load("data/mnist", "test")

@@ -23,7 +23,7 @@ PAIRS = [(0, 6), (1, 7), (2, 5), (3, 8), (4, 9)]  # digits to walk between, firs
 
 def main():
     p = config.load()
-    runtime.setup(p.threads)
+    runtime.setup()
     device = runtime.resolve_device(p.render.device, "render.device")
     torch.set_grad_enabled(False)
     test_x, test_y = data.load("data/mnist", "test")

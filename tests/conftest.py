@@ -1,10 +1,14 @@
 import copy
+import os
 import shutil
 
 import pytest
 import yaml
 
 from helpers import ROOT, sh, write_params
+
+# Two test workers on two cores: every stage a test runs, and dvc's, gets one thread.
+os.environ["AEVAE_THREADS"] = "1"
 
 # Small enough for a test, big enough for every metric to mean something.
 TINY = {
@@ -41,7 +45,6 @@ def make_repo(path, raw_params):
             shutil.copy(ROOT / name, path / name)
     for section, values in TINY.items():
         raw_params[section].update(values)
-    raw_params["threads"] = 1  # two test workers on two cores: a thread each
     write_params(path, raw_params)
     sh(path, "git", "init", "-q")
     sh(path, "dvc", "init", "-q")

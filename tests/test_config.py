@@ -36,8 +36,6 @@ def test_the_shipped_params_load():
         ("data", "binarize", "static", "data.binarize = 'static' is not accepted; expected none or dynamic"),
         ("classifier", "epochs", 0, "classifier.epochs = 0 is not accepted; expected an int >= 1"),
         ("evaluate", "iw_samples", 0, "evaluate.iw_samples = 0 is not accepted; expected an int >= 1"),
-        (None, "threads", 0, "threads = 0 is not accepted; expected auto (every core this process may use) or an int >= 1"),
-            (None, "threads", "all", "threads = 'all' is not accepted; expected auto"),
             ("ae", "prior", "flow", "ae.prior = 'flow' is not accepted; expected diagonal, full or gmm"),
     ],
 )
@@ -88,3 +86,12 @@ def test_stage_with_bad_params_exits_2_with_one_line_and_writes_nothing(tmp_path
         assert run.returncode == 2, run.stderr
         assert run.stderr == "error: params.yaml: model.z_dim = 0 is not accepted; expected an int >= 1\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+def test_threads_in_an_old_params_file_names_the_variable_that_replaced_it(raw_params):
+    raw_params = {"threads": "auto", **raw_params}
+    with pytest.raises(UserError) as e:
+        config.parse(raw_params)
+    assert str(e.value).startswith("params: 'threads' is no longer read: ")
+    assert "set the environment variable AEVAE_THREADS instead" in str(e.value)
+    assert "delete 'threads' from params.yaml" in str(e.value) and "\n" not in str(e.value)

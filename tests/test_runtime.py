@@ -5,6 +5,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -71,9 +72,55 @@ def load_probe():
     return module
 
 
-def test_auto_threads_is_every_core_this_process_may_use():
-    out = in_fresh_process("from aevae import runtime; runtime.setup('auto'); import torch; print(torch.get_num_threads())")
-    assert int(out) == len(os.sched_getaffinity(0))
+def threads_in_a_stage(value: str | None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != runtime.THREADS} | ({runtime.THREADS: value} if value else {})
+    code = "from aevae import runtime; runtime.setup(); import torch; print(torch.get_num_threads())"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+
+
+def test_the_thread_count_comes_from_aevae_threads():
+    assert threads_in_a_stage("3").stdout == "3\n"
+    assert threads_in_a_stage(" 1 ").stdout == "1\n"
+    for bad in ("0", "all", "-2", "1.5"):
+        run = threads_in_a_stage(bad)
+        assert run.returncode != 0
+        assert f"AEVAE_THREADS = '{bad}' is not accepted; expected auto (the cores free when a stage starts) or " \
+               f"an int >= 1, e.g. AEVAE_THREADS=1 dvc repro" in run.stderr
+
+
+def stat_file(path, cpus: list[tuple[int, int]]) -> str:
+    """A /proc/stat with per-CPU (busy, idle) jiffies, spread over its fields as the kernel does."""
+    lines = ["cpu  0 0 0 0 0 0 0 0 0 0"]
+    lines += [f"cpu{i} {busy} 0 0 {idle} 0 0 0 0 0 0" for i, (busy, idle) in enumerate(cpus)]
+    path.write_text("\n".join(lines + ["intr 1 2 3", "ctxt 7"]) + "\n")
+    return str(path)
+
+
+@pytest.mark.parametrize("busy, free", [((0, 0), 2), ((100, 0), 1), ((100, 100), 1), ((60, 10), 1), ((40, 5), 2)])
+def test_auto_is_the_cores_other_processes_leave_free(tmp_path, monkeypatch, busy, free):
+    """Two CPUs, each busy for `busy` of 100 jiffies in the window: free is what they leave, at least 1."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    before, after = tmp_path / "before", tmp_path / "after"
+    stat_file(before, [(0, 0), (0, 0)])
+    stat_file(after, [(b, 100 - b) for b in busy])
+    reads = iter([str(before), str(after)])
+    real = runtime._cpu_times
+    monkeypatch.setattr(runtime, "_cpu_times", lambda stat: real(next(reads)))
+    assert runtime.free_cores(window=0, stat=str(before)) == free
+    assert runtime.free_cores(stat=str(tmp_path / "none")) == 2  # no /proc (macOS): every core
+
+
+def test_auto_gives_a_stage_every_core_of_an_idle_machine_and_one_next_to_busy_ones():
+    cores = len(os.sched_getaffinity(0))
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(cores)]
+    try:
+        time.sleep(0.5)
+        loaded = runtime.free_cores(window=0.5)
+    finally:
+        for b in busy:
+            b.kill()
+            b.wait()
+    assert loaded == 1
 
 
 @pytest.mark.parametrize("extensions, native", [

@@ -14,7 +14,7 @@ def stage_dir(tmp_path, monkeypatch, raw_params):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data/mnist").mkdir(parents=True)
     calls = []
-    monkeypatch.setattr(runtime, "setup", lambda threads, pin: calls.append((threads, pin)))  # the process's settings
+    monkeypatch.setattr(runtime, "setup", lambda pin: calls.append(pin))  # the process's settings
     raw_params["classifier"].update(epochs=2, batch_size=50)
     return tmp_path, raw_params, calls
 
@@ -33,7 +33,7 @@ def test_a_finished_stage_leaves_its_log_and_time_and_no_checkpoint(stage_dir):
     with stage.training("toy", p, "classifier", __file__) as run:
         last = run.fit(classifier.Classifier(), train, test, {"classifier": 1})
         assert (folder / "checkpoints/toy.pt").exists()  # written after every epoch
-    assert calls == [("auto", True)]  # p.threads, and the pinned code paths of float32
+    assert calls == [True]  # the pinned code paths of float32
     assert set(last) == {"train", "test"} and set(last["test"]) == {"loss", "error"}
     logged = json.loads((folder / "metrics/toy/train/metrics.json").read_text())
     assert logged["step"] == 2 and logged["test"] == pytest.approx(last["test"])

@@ -99,8 +99,6 @@ class RenderParams:
 
 @dataclass(frozen=True)
 class Params:
-    threads: Literal["auto"] | int = spec("auto (every core this process may use) or an int >= 1",
-                                          lambda v: v == "auto" or v >= 1)
     data: DataParams
     model: ModelParams
     train: TrainParams
@@ -139,12 +137,22 @@ def parse(raw, source: str = "params") -> Params:
         raise UserError(f"{source}: {e}") from None
 
 
+# Keys that params.yaml no longer holds, and where their setting went.
+RETIRED = {
+    "threads": "the thread count changes no result, so it is no param (a change would rerun every stage): set "
+               "the environment variable AEVAE_THREADS instead (auto or an int, e.g. AEVAE_THREADS=1 dvc repro) "
+               "and delete 'threads' from params.yaml",
+}
+
+
 def _build(cls, raw, prefix: str):
     names = [f.name for f in dataclasses.fields(cls)]
     where = prefix.rstrip(".") or "the file"
     if not isinstance(raw, dict):
         raise UserError(f"{where} must be a mapping with keys {', '.join(names)}; got {_show(raw)}")
     for key in raw:
+        if f"{prefix}{key}" in RETIRED:
+            raise UserError(f"'{prefix}{key}' is no longer read: {RETIRED[prefix + key]}")
         if key not in names:
             near = difflib.get_close_matches(str(key), names, n=1)
             hint = f"did you mean '{prefix}{near[0]}'? " if near else ""

@@ -1,6 +1,9 @@
 """How a stage's process computes: the CPU code paths pinned, the thread pool sized, denormals flushed;
 on which device, and whether bf16 pays there.
 
+The thread count comes from the environment ($AEVAE_THREADS), not from params.yaml: it changes no
+byte of any result, so changing it must rerun nothing, nor split DVC's run-cache between machines.
+
 A stage or the bench calls `setup` first thing, before torch computes anything: the code paths are
 chosen once, at torch's first operation, and worker threads copy the float mode they start with.
 A stage that trains in bf16 leaves the paths unpinned: bf16 numbers differ between CPUs anyway, and
@@ -12,6 +15,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
+import time
 from contextlib import contextmanager
 
 from aevae import UserError
@@ -25,14 +29,58 @@ from aevae import UserError
 PINNED = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2,STRICT", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 
 
-def threads_for(threads: int | str) -> int:
-    """The thread count that params.yaml's `threads` names: `auto` is every core this process may use."""
-    return len(os.sched_getaffinity(0)) if threads == "auto" else threads
+THREADS = "AEVAE_THREADS"
 
 
-def setup(threads: int | str, pin: bool = True) -> None:
+def thread_count() -> int:
+    """The torch threads a stage runs: $AEVAE_THREADS, an int >= 1, or `auto` (the default), the cores
+    that are free when the stage starts (`free_cores`)."""
+    value = os.environ.get(THREADS, "auto").strip()
+    if value == "auto":
+        return free_cores()
+    if value.isdigit() and int(value) >= 1:
+        return int(value)
+    raise UserError(f"{THREADS} = {value!r} is not accepted; expected auto (the cores free when a stage starts) "
+                    f"or an int >= 1, e.g. {THREADS}=1 dvc repro")
+
+
+def free_cores(window: float = 0.2, stat: str = "/proc/stat") -> int:
+    """The cores this process may use, less those other processes kept busy over the last `window` seconds
+    (at least 1). OpenMP's threads wait for each other at every operation, so a thread on a core that
+    another process holds slows every other thread down: next to two busy processes on 2 cores, 2 threads
+    take 1.4 times as long as 1 (docs/reproducibility.md). The load average would be too slow a measure:
+    it still counts the stage that has just ended. Every core where there is no /proc/stat (macOS)."""
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    if not os.path.exists(stat):
+        return len(cores)
+    before = _cpu_times(stat)
+    time.sleep(window)
+    after = _cpu_times(stat)
+    busy = 0.0
+    for cpu in cores:
+        if cpu in before and cpu in after:
+            (total0, idle0), (total1, idle1) = before[cpu], after[cpu]
+            busy += 1 - (idle1 - idle0) / max(total1 - total0, 1)
+    return max(1, round(len(cores) - busy))
+
+
+def _cpu_times(stat: str) -> dict[int, tuple[int, int]]:
+    """{cpu: (all its jiffies, its idle and iowait jiffies)} from /proc/stat's per-CPU lines."""
+    times = {}
+    with open(stat) as f:
+        for line in f:
+            name, *fields = line.split()
+            if name.startswith("cpu") and name[3:].isdigit():
+                values = [int(v) for v in fields[:8]]  # user nice system idle iowait irq softirq steal
+                times[int(name[3:])] = (sum(values), values[3] + values[4])
+    return times
+
+
+def setup(threads: int | None = None, pin: bool = True) -> None:
     """Pin the code paths (x86-64 only; `pin=False` leaves each library its fastest, for bf16 and the
-    bench), size torch's thread pool, and flush denormal floats to zero."""
+    bench), size torch's thread pool (`threads`, or else `thread_count()`), and flush denormal floats
+    to zero."""
+    threads = threads or thread_count()
     if platform.machine().lower() in ("x86_64", "amd64"):
         if pin:
             os.environ.update(PINNED)
@@ -45,7 +93,7 @@ def setup(threads: int | str, pin: bool = True) -> None:
     # Adam's moment estimates for rarely-lit pixels decay geometrically into the denormal range
     # after ~800 steps, where x86 float arithmetic crawls. Flushing them to zero changes no figure we report.
     torch.set_flush_denormal(True)
-    torch.set_num_threads(threads_for(threads))
+    torch.set_num_threads(threads)
 
 
 def cpu_extensions(cpuinfo: str = "/proc/cpuinfo") -> list[str]:
@@ -101,3 +149,35 @@ def one_thread():
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+def backward_on_one_thread(module):
+    """Run the backward pass of every convolution in `module` on one thread, and return `module`.
+
+    oneDNN splits a convolution's weight and bias gradients between threads and sums the parts in an
+    order that depends on their number: at 3, 5, 6, 8 or 16 threads the classifier's gradients differ in
+    the last bits from those at 1, 2 or 4, and training grows the difference. On one thread the sum has
+    one order. The forward pass and the other layers keep every thread: they give the same bytes at any
+    count. The cost is measured in docs/reproducibility.md."""
+    import torch
+    from torch import nn
+
+    def pin(conv, inputs, out):
+        node = out.grad_fn
+        if node is None:  # no gradient wanted: evaluation
+            return
+        pool = torch.get_num_threads()
+
+        def before(grads):
+            torch.set_num_threads(1)
+
+        def after(grad_inputs, grads):
+            torch.set_num_threads(pool)
+
+        node.register_prehook(before)
+        node.register_hook(after)
+
+    for m in module.modules():
+        if isinstance(m, nn.modules.conv._ConvNd):
+            m.register_forward_hook(pin)
+    return module

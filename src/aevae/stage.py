@@ -33,8 +33,7 @@ class Run:
     def fit(self, model: torch.nn.Module, train: tuple[torch.Tensor, ...], test: tuple[torch.Tensor, ...],
             read: dict, transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, dict[str, float]]:
         """Train `model`, logging every epoch and resuming from the stage's checkpoint, which `read` (the
-        params the stage reads, dvc.yaml's, less `threads`, which changes no byte) stamps; the last
-        epoch's means."""
+        params the stage reads, dvc.yaml's) stamps; the last epoch's means."""
         self.checkpoint = checkpoint_for(self.name, read, self.script)
         history = fit(model, train, test, self.cfg, self.device, transform, self.checkpoint, on_epoch=self.log.epoch)
         self.seconds = sum(e.seconds for e in history)
@@ -48,7 +47,7 @@ def training(name: str, p: Params, section: str, script: str | Path) -> Iterator
     previous log and model stay (aevae.live.logger); once it has succeeded, the training time goes to
     metrics/<name>/time.json, which no stage reads, and the checkpoint is removed."""
     cfg = getattr(p, section)
-    runtime.setup(p.threads, pin=cfg.precision == "float32")
+    runtime.setup(pin=cfg.precision == "float32")
     device = runtime.resolve_device(cfg.device, f"{section}.device")
     runtime.warn_precision(cfg.precision, device, f"{section}.precision")
     torch.manual_seed(cfg.seed)  # before the model is built: its init

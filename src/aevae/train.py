@@ -22,7 +22,7 @@ from typing import NamedTuple
 import torch
 from tqdm import tqdm
 
-from aevae import UserError
+from aevae import UserError, runtime
 from aevae.config import TrainParams
 from aevae.files import atomic_path
 
@@ -120,7 +120,7 @@ def fit(
     Randomness (init aside) comes from torch's global generators: seed them before building the model.
     Raises Diverged when a loss stops being finite.
     """
-    model.to(device)
+    runtime.backward_on_one_thread(model.to(device))  # the same bytes at any thread count
     train = tuple(t.to(device) for t in train)
     test = tuple(t.to(device) for t in test)
     n = len(train[0])
