@@ -89,7 +89,7 @@ def main():
         print(f"{kind:<22}{native:>9.3f}s{pinned:>9.3f}s{pinned / native:>7.2f}x   {path_n} -> {path_p}")
 
     print(f"\n{'AE, s/epoch':<30}{'idle':>8}{'2 busy':>10}{'slower':>8}{'2 at once':>11}{'slower':>8}")
-    for name, threads, pin in (("old: 1 thread, AVX2", 1, OLD), (f"now: auto (free cores), AVX2,STRICT", "auto",
+    for name, threads, pin in (("old: 1 thread, AVX2", 1, OLD), ("new: auto (free cores), AVX2,STRICT", "auto",
                                                                  runtime.PINNED)):
         idle = measure("ae", threads, pin, *common)
         procs = busy(2)
