@@ -8,7 +8,7 @@ import struct
 import pytest
 import yaml
 
-from helpers import OUTPUT_DIRS, needs_mnist, ran, sh
+from helpers import OUTPUT_DIRS, needs_mnist, outputs, ran, sh
 
 # Each figure's size in pixels (width, height) at 100 dpi, which its panels and rows set: a panel of samples
 # per model; a row of 20 test images, then one per model; a row of 12 per model and digit pair (5).
@@ -93,17 +93,6 @@ def test_each_new_option_runs_as_an_experiment_with_finite_metrics(ran_repo, opt
     log = json.loads((ran_repo / "metrics/vae/train/metrics.json").read_text())
     assert all(math.isfinite(v) for split in ("train", "test") for v in log[split].values())
     assert png_size(ran_repo / "plots/images/samples.png") == PNGS["samples.png"]
-
-
-def outputs(repo):
-    """The hash of every output in dvc.lock but the wall times'."""
-    lock = yaml.safe_load((repo / "dvc.lock").read_text())
-    return {
-        o["path"]: o["md5"]
-        for stage in lock["stages"].values()
-        for o in stage["outs"]
-        if not o["path"].endswith("time.json")  # time.json, evaluate_time.json
-    }
 
 
 @needs_mnist

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import shlex
 import shutil
 import subprocess
 import sys
@@ -35,17 +34,23 @@ def sweeps(set_params: list[str]) -> list[list[str]]:
     from dvc.utils.cli_parse import to_path_overrides
     from dvc.utils.hydra import get_hydra_sweeps
 
+    from hydra.errors import OverrideParseException
+
     try:
         points = get_hydra_sweeps(to_path_overrides(set_params))
-    except InvalidArgumentError as e:
-        raise UserError(f"-S {' '.join(set_params)}: {e}; expected key=value, key=a,b or key=range(a,b)") from None
+    except (InvalidArgumentError, OverrideParseException) as e:
+        first = str(e).splitlines()[0]
+        raise UserError(f"{first}: expected -S key=value, key=a,b or key=range(a,b), as dvc exp run --queue takes") from None
     return [[o for overrides in point.values() for o in overrides] for point in points]
 
 
 def name(overrides: list[str]) -> str:
     """The experiment's name, from its params alone, so that a rerun or a retry finds its own ref:
     `vae.beta=2 train.seed=0` -> `vae.beta-2_train.seed-0`."""
-    parts = (re.sub(r"[^A-Za-z0-9._-]+", "-", o.replace("=", "-", 1)).strip("-.") for o in overrides)
+    parts = []
+    for override in overrides:
+        key, _, value = override.partition("=")
+        parts.append(f"{key}-{re.sub(r'[^A-Za-z0-9._-]+', '-', value).strip('-')}")
     return "_".join(parts) or "baseline"
 
 
@@ -80,6 +85,8 @@ def run_experiment(git_url: str, baseline: str, exp: str, overrides: list[str], 
         steps += [dvc + ["pull", "-q", "--run-cache", "--allow-missing"]]
     steps += [dvc + ["exp", "run", "-n", exp, *(a for o in overrides for a in ("-S", o))],
               dvc + ["exp", "push", "-f", "--no-cache" if shared_cache else "--run-cache", "origin", exp]]
+    subprocess.run([sys.executable, "-c", f"from aevae.sweep import watch; watch({os.getpid()}, {work!r})"],
+                   check=True, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     log = ""
     try:
         for cmd in steps:
@@ -94,21 +101,36 @@ def run_experiment(git_url: str, baseline: str, exp: str, overrides: list[str], 
 
 
 def _run(cmd: list[str], cwd: str, env: dict) -> tuple[int, str]:
-    """`cmd`'s exit code and output. It runs in a process group of its own, with a watcher that kills the
-    group, stages included, and removes the clone if this worker dies first: Ray reaps a dead worker's
-    children only while the node's raylet lives, and a lost node takes its raylet with it."""
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    watch = (f"while kill -0 {os.getpid()} 2>/dev/null; do sleep 0.5; done; "
-             f"kill -9 -{proc.pid} 2>/dev/null; sleep 1; rm -rf {shlex.quote(cwd)}")
-    watcher = subprocess.Popen(["sh", "-c", watch], start_new_session=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        out, _ = proc.communicate()
-    finally:
-        watcher.kill()
-        watcher.wait()
-    return proc.returncode, out
+    run = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return run.returncode, run.stdout
+
+
+def watch(worker: int, work: str) -> None:
+    """Once `worker` is gone with its task unfinished, kill every process still working in its clone
+    `work` (the stages under `dvc exp run`) and remove the clone. Ray reaps a dead worker's children
+    only while the node's raylet lives, and then only the direct ones; so this runs detached from the
+    worker, and finds the stages by their working folder, whatever process group they are in."""
+    import psutil  # a dependency of DVC's and Ray's
+
+    if os.fork():
+        os._exit(0)
+
+    def alive(pid):
+        try:
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    while os.path.isdir(work) and alive(worker):
+        time.sleep(0.5)
+    while os.path.isdir(work):  # the task ended here unfinished: its stages may still be starting others
+        stray = [p for p in psutil.process_iter(["cwd"]) if p.info["cwd"] and
+                 (p.info["cwd"] == work or p.info["cwd"].startswith(work + os.sep))]
+        for proc in stray:
+            proc.kill()
+        psutil.wait_procs(stray, timeout=5)
+        if not stray:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def _error_line(out: str, cmd: list[str]) -> str:
@@ -141,6 +163,7 @@ def main(argv=None) -> int:
 
 
 def sweep(args) -> int:
+    sweep_points = sweeps(args.set_param)
     root = git(".", "rev-parse", "--show-toplevel")
     baseline = git(root, "rev-parse", "HEAD")
     dirty = git(root, "status", "--porcelain", "--untracked-files=no")
@@ -156,8 +179,8 @@ def sweep(args) -> int:
     else:
         git_url, shared_cache = root, subprocess.run([sys.executable, "-m", "dvc", "cache", "dir"], cwd=root,
                                                     capture_output=True, text=True, check=True).stdout.strip()
-    points = {name(o): o for o in sweeps(args.set_param)}
-    if len(points) < len(sweeps(args.set_param)):
+    points = {name(o): o for o in sweep_points}
+    if len(points) < len(sweep_points):
         raise UserError("two experiments of this sweep would share a name: give each value once")
     done = existing(git_url, baseline)
     for exp in sorted(set(points) & done):
