@@ -118,3 +118,26 @@ def test_models_go_through_a_real_ssh_remote_and_a_killed_push_completes_when_re
     assert lock_md5s(b) == lock_md5s(a) and len(lock_md5s(b)) == 4  # data/mnist and the three models
     for path in ("models/ae.pt", "models/vae.pt", "models/classifier.pt"):  # the bytes, not only the names
         assert hashlib.md5((b / path).read_bytes()).hexdigest() == lock_md5s(a)[path]
+
+
+@needs_mnist
+def test_a_second_clone_reproduces_an_experiment_from_the_ssh_remotes_run_cache_without_training(
+        ran_repo, tmp_path, sshd):
+    port, key = sshd
+    a = ran_repo
+    sh(a, "dvc", "remote", "add", "-d", "ssh", f"ssh://{getpass.getuser()}@127.0.0.1:{port}{tmp_path / 'store'}")
+    sh(a, "dvc", "remote", "modify", "--local", "ssh", "keyfile", str(key))
+    sh(a, "git", "commit", "-qam", "an SSH remote")
+    assert "Running stage 'train_vae'" in sh(a, "dvc", "exp", "run", "-S", "vae.beta=4")
+    sh(a, "dvc", "push", "--run-cache")
+
+    b = tmp_path / "b"
+    sh(tmp_path, "git", "clone", "-q", str(a), "b")  # main alone: no experiment, no run-cache yet
+    sh(b, "dvc", "remote", "modify", "--local", "ssh", "keyfile", str(key))
+    sh(b, "dvc", "pull", "--run-cache")
+    log = sh(b, "dvc", "exp", "run", "-S", "vae.beta=4")
+    assert "Running stage" not in log  # nothing trained, nothing evaluated
+    for stage in ("train_vae", "evaluate@vae", "render"):
+        assert f"Stage '{stage}' is cached - skipping run" in log
+    assert lock_md5s(b) == lock_md5s(a)
+    assert (b / "models/vae.pt").read_bytes() == (a / "models/vae.pt").read_bytes()
