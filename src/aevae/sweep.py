@@ -73,7 +73,8 @@ def run_experiment(git_url: str, baseline: str, exp: str, overrides: list[str], 
     import ray
 
     started = time.time()
-    events.put((exp, "started", ray.get_runtime_context().get_node_id(), ray.util.get_node_ip_address()))
+    # Not waited for: a task that waits on Ray lends its CPU to the next one, which would then run beside it.
+    events.put.remote((exp, ray.get_runtime_context().get_node_id(), ray.util.get_node_ip_address()))
     work = tempfile.mkdtemp(prefix=f"aevae-sweep-{exp}-")
     env = dict(os.environ, AEVAE_THREADS=str(threads), PYTHONPATH=os.path.join(work, "src"), DVC_NO_ANALYTICS="1",
                PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
@@ -90,19 +91,14 @@ def run_experiment(git_url: str, baseline: str, exp: str, overrides: list[str], 
     log = ""
     try:
         for cmd in steps:
-            code, out = _run(cmd, work, env)
-            log += out
-            if code:
-                return {"error": _error_line(out, cmd)}
+            run = subprocess.run(cmd, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            log += run.stdout
+            if run.returncode:
+                return {"error": _error_line(run.stdout, cmd)}
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return {"ran": re.findall(r"^Running stage '([^']+)'", log, re.M),
             "cached": re.findall(r"^Stage '([^']+)' is cached", log, re.M), "seconds": time.time() - started}
-
-
-def _run(cmd: list[str], cwd: str, env: dict) -> tuple[int, str]:
-    run = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    return run.returncode, run.stdout
 
 
 def watch(worker: int, work: str) -> None:
@@ -198,10 +194,23 @@ def sweep(args) -> int:
     return 1 if failed else 0
 
 
+class Events:
+    """The tasks' starts, as (experiment, node id, node IP), for the driver to take as they come."""
+
+    def __init__(self):
+        self.items = []
+
+    def put(self, item):
+        self.items.append(item)
+
+    def take(self) -> list:
+        items, self.items = self.items, []
+        return items
+
+
 def launch(args, todo: dict[str, list[str]], git_url: str, baseline: str, shared_cache: str | None) -> int:
     """Run `todo` as Ray tasks, one line per event and a bar for the sweep; the number that failed."""
     import ray
-    from ray.util.queue import Queue
     from tqdm import tqdm
 
     if args.address:
@@ -211,7 +220,7 @@ def launch(args, todo: dict[str, list[str]], git_url: str, baseline: str, shared
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         cpus = args.cpus or max(1, cores // min(len(todo), cores))
         ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False, object_store_memory=100 * 2**20)
-    events = Queue(actor_options={"num_cpus": 0})
+    events = ray.remote(num_cpus=0)(Events).remote()
     task = ray.remote(run_experiment).options(num_cpus=cpus, num_gpus=args.gpus, max_retries=args.retries)
     refs = {}
     for exp, overrides in todo.items():
@@ -221,8 +230,7 @@ def launch(args, todo: dict[str, list[str]], git_url: str, baseline: str, shared
     with tqdm(total=len(refs), desc="sweep", unit="exp", file=sys.stderr) as bar:
         while refs:
             ready, _ = ray.wait(list(refs), num_returns=1, timeout=0.5)
-            while not events.empty():
-                exp, _, node, ip = events.get()
+            for exp, node, ip in ray.get(events.take.remote()):
                 starts[exp] = starts.get(exp, 0) + 1
                 what = "started " if starts[exp] == 1 else "retried "
                 note = "" if starts[exp] == 1 else f" (attempt {starts[exp]}: the last one's worker or node died)"
