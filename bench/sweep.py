@@ -63,7 +63,9 @@ def small_pipeline(path: Path, train_size: int, epochs: int) -> None:
 
 
 def experiments(repo: Path) -> int:
-    return len(sh(repo, "git", "for-each-ref", "refs/exps/").splitlines())
+    """The experiment refs, refs/exps/ab/cdef…/<name>, without DVC's own bookkeeping refs beside them."""
+    refs = sh(repo, "git", "for-each-ref", "--format=%(refname)", "refs/exps/").split()
+    return sum(len(r.split("/")) == 5 and len(r.split("/")[2]) == 2 for r in refs)
 
 
 def queued(repo: Path, values: str) -> float:
@@ -116,10 +118,10 @@ def main():
         t = sum(per) / len(per)
         cpus = max(1, cores // len(betas))
         print(f"one experiment in the sweep: {t:.0f} s on {cpus} core(s), Ray's start-up and cloning included")
-        for n in (1, 4, 16):
-            rounds = math.ceil(len(betas) / (n * cores // cpus))
-            print(f"  {n:2} such machines: about {rounds} x {t:.0f} s = {rounds * t:.0f} s")
-
+        for size in sorted({len(betas), 45}):  # 45: e.g. 5 betas x 3 likelihoods x 3 seeds
+            for n in (1, 4, 16):
+                rounds = math.ceil(size / (n * cores // cpus))
+                print(f"  {size} experiments on {n:2} such machines: about {rounds} x {t:.0f} s = {rounds * t:.0f} s")
 
 if __name__ == "__main__":
     main()

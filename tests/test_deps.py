@@ -60,7 +60,7 @@ LAYERS = [
     {"config", "runtime", "data", "download", "checkpoint"},
     {"likelihoods", "frechet"},
     {"model", "classifier", "train"},
-    {"evaluate", "render", "stage", "summary", "report", "sweep"},
+    {"evaluate", "render", "stage", "summary", "report", "sweep", "runcache"},
 ]
 
 

@@ -56,7 +56,8 @@ def test_a_node_lost_mid_training_is_retried_into_the_same_bytes_and_one_ref(ran
     sh(repo, "git", "commit", "-qam", "a DVC remote")
     sh(repo, "git", "remote", "add", "origin", str(origin))
     sh(repo, "git", "push", "-q", "origin", "HEAD")
-    sh(repo, "dvc", "push", "-q", "--run-cache")
+    sh(repo, "dvc", "push", "-q")
+    sh(repo, sys.executable, "-m", "aevae.runcache", "push")
 
     # The nodes' workers run what they inherit from this process: the venv's dvc, a git identity.
     for key, value in env(repo).items():

@@ -84,8 +84,12 @@ def run_experiment(git_url: str, baseline: str, exp: str, overrides: list[str], 
         steps += [dvc + ["cache", "dir", "--local", shared_cache], dvc + ["checkout", "-q", "--allow-missing"]]
     else:
         steps += [dvc + ["pull", "-q", "--run-cache", "--allow-missing"]]
-    steps += [dvc + ["exp", "run", "-n", exp, *(a for o in overrides for a in ("-S", o))],
-              dvc + ["exp", "push", "-f", "--no-cache" if shared_cache else "--run-cache", "origin", exp]]
+    sets = [a for o in overrides for a in ("-S", o)]
+    if shared_cache:
+        steps += [dvc + ["exp", "run", "-n", exp, *sets], dvc + ["exp", "push", "-f", "--no-cache", "origin", exp]]
+    else:  # stages in the remote's run-cache come from there (--pull); this one's go back with their outputs
+        steps += [dvc + ["exp", "run", "--pull", "-n", exp, *sets], dvc + ["exp", "push", "-f", "origin", exp],
+                  [sys.executable, "-m", "aevae.runcache", "push"]]
     subprocess.run([sys.executable, "-c", f"from aevae.sweep import watch; watch({os.getpid()}, {work!r})"],
                    check=True, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     log = ""
@@ -170,7 +174,7 @@ def sweep(args) -> int:
         git_url = git(root, "remote", "get-url", args.git_remote)
         if not git(root, "branch", "-r", "--contains", baseline):
             raise UserError(f"commit {baseline[:7]} is not on {args.git_remote}: git push {args.git_remote} HEAD, "
-                            "and dvc push --run-cache, then run again")
+                            "dvc push and python -m aevae.runcache push, then run again")
         shared_cache = None
     else:
         git_url, shared_cache = root, subprocess.run([sys.executable, "-m", "dvc", "cache", "dir"], cwd=root,
