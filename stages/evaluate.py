@@ -21,7 +21,8 @@ def main(kind):
     net = model.load(f"models/{kind}.pt", device)
 
     # The autoencoder is scored on what it was trained on: a fixed binarisation, if any.
-    inputs = (data.eval_images(train_x, p.data.binarize), train_y, data.eval_images(test_x, p.data.binarize), test_y)
+    inputs = (data.eval_images(train_x, p.data.binarize, "train"), train_y,
+              data.eval_images(test_x, p.data.binarize, "test"), test_y)
     torch.manual_seed(p.evaluate.seed)  # the VAE's z samples
     metrics, is_seconds = model_metrics(net, scorer, [t.to(device) for t in inputs], p.evaluate)
     write_json(f"metrics/{kind}/evaluate.json", metrics)

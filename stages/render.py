@@ -27,7 +27,7 @@ def main():
     device = runtime.resolve_device(p.render.device, "render.device")
     torch.set_grad_enabled(False)
     test_x, test_y = data.load("data/mnist", "test")
-    test_x = data.eval_images(test_x, p.data.binarize).to(device)  # what the models were trained on
+    test_x = data.eval_images(test_x, p.data.binarize, "test").to(device)  # what the models were trained on
     test_y = test_y.to(device)
     models = {kind.upper(): model.load(f"models/{kind}.pt", device) for kind in model.KINDS}
     gen = torch.Generator(device).manual_seed(p.render.seed)

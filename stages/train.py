@@ -17,11 +17,15 @@ def main(kind):
         net = model.build(kind, p)
         read = {"data": [p.data.train_size, p.data.binarize], "model": asdict(p.model), "train": asdict(p.train),
                 kind: asdict(getattr(p, kind))}
-        run.fit(net, (train_x,), (data.eval_images(test_x, p.data.binarize),), read,
-                data.batch_transform(p.data.binarize))
+        # The KL's weight beside each epoch's losses: under warm-up, below beta (evaluate's) until it ends.
+        kl_weight = (lambda epoch: {"kl_weight": net.kl_weight(epoch)}) if net.density else None
+        run.fit(net, (train_x,), (data.eval_images(test_x, p.data.binarize, "test"),), read,
+                data.batch_transform(p.data.binarize), kl_weight)
         # The AE's sampling density, fitted to the training set's codes (the VAE has its N(0, I)).
-        net.fit_prior(data.eval_images(train_x, p.data.binarize).to(run.device),
-                      torch.Generator(run.device).manual_seed(p.train.seed))
+        fit = net.fit_prior(data.eval_images(train_x, p.data.binarize, "train").to(run.device),
+                            torch.Generator(run.device).manual_seed(p.train.seed))
+        for key, value in fit.items():  # e.g. the mixture's EM iterations, in the training log's summary
+            run.log.summary(f"prior/{key}", value)
         model.save(net, f"models/{kind}.pt")
 
 

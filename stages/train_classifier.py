@@ -18,7 +18,7 @@ def main():
         scorer = classifier.for_scoring(net.cpu())
         scorer.reference = frechet.gaussian(classifier.classify(scorer, test[0])[0])
         floor, _ = classifier.classify(scorer, data.load("data/mnist", "train", len(test[0]))[0])
-        run.log.summary("test/accuracy", 1 - last["test"]["error"])
+        run.log.summary("test/accuracy", 1 - last["test"]["misclassified"])
         run.log.summary("frechet_train_set", frechet.distance(frechet.gaussian(floor), scorer.reference))
         classifier.save(scorer, "models/classifier.pt")
 

@@ -85,6 +85,34 @@ def test_fetch_over_http(tmp_path, small_mnist):
     assert len(list((tmp_path / "out").iterdir())) == 4
 
 
+def test_a_download_cut_short_moves_on_to_the_next_source(tmp_path, small_mnist, capsys):
+    """http.client.IncompleteRead is no OSError: the server promises more bytes than it sends."""
+    folder, sha, _ = small_mnist
+
+    class CutShort(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = (folder / self.path.lstrip("/")).read_bytes() if (folder / self.path.lstrip("/")).exists() else b""
+            self.send_response(200 if body else 404)
+            self.send_header("Content-Length", str(len(body) + 1000))
+            self.end_headers()
+            self.wfile.write(body)
+            self.close_connection = True
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), CutShort)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}"
+    try:
+        download.fetch([url, str(folder)], tmp_path / "out", sha)
+        assert f"<- {folder}/train-images-idx3-ubyte.gz" in capsys.readouterr().out
+        with pytest.raises(UserError, match=r"ubyte.gz: the connection broke off \(IncompleteRead\)"):
+            download.fetch([url], tmp_path / "again", sha)
+    finally:
+        server.shutdown()
+
+
 @pytest.mark.parametrize(
     "damage, message",
     [
@@ -166,8 +194,10 @@ def test_real_mnist_fetches_verified_and_loads(tmp_path):
 
 def test_binarised_input_is_one_fixed_draw_and_training_draws_anew():
     x = torch.full((4, 784), 0.5)
-    assert data.eval_images(x, "none") is x and data.batch_transform("none") is None
-    fixed = data.eval_images(x, "dynamic")
-    assert set(fixed.unique().tolist()) == {0.0, 1.0} and torch.equal(fixed, data.eval_images(x, "dynamic"))
+    assert data.eval_images(x, "none", "train") is x and data.batch_transform("none") is None
+    fixed = data.eval_images(x, "dynamic", "test")
+    assert set(fixed.unique().tolist()) == {0.0, 1.0} and torch.equal(fixed, data.eval_images(x, "dynamic", "test"))
+    # each set its own stream: equal grey levels in the training and test sets are drawn apart
+    assert not torch.equal(data.eval_images(x, "dynamic", "train"), fixed)
     draw = data.batch_transform("dynamic")
     assert not torch.equal(draw(x), draw(x))

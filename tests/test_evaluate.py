@@ -1,8 +1,11 @@
+import copy
+import math
 import time
 from types import SimpleNamespace
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from aevae import classifier, evaluate, frechet
 
@@ -35,7 +38,7 @@ def test_importance_estimate_tightens_as_k_grows_and_starts_at_the_elbo(small_va
     vae, x = small_vae
     torch.manual_seed(1)
     nelbo = evaluate.reconstruction_metrics(vae, x).metrics["nelbo_bernoulli"]
-    nll = {k: evaluate.importance_nll(vae, x, k, chunk=64).mean().item() for k in (1, 10, 200)}
+    nll = {k: evaluate.importance_nll(vae, x, k, chunk=64).nll.mean().item() for k in (1, 10, 200)}
     assert nll[1] == pytest.approx(nelbo, rel=0.01)  # k = 1 is a one-sample negative ELBO, whatever beta
     assert nll[1] > nll[10] > nll[200]
 
@@ -49,7 +52,7 @@ def test_the_likelihood_estimates_do_not_depend_on_beta_the_training_weight():
     nll = []
     for vae in vaes:
         torch.manual_seed(1)
-        nll.append((evaluate.importance_nll(vae, x, 100), evaluate.quadrature_nll(vae, x, 6.0, 0.25)))
+        nll.append((evaluate.importance_nll(vae, x, 100).nll, evaluate.quadrature_nll(vae, x, 6.0, 0.25, 10.0).nll))
     assert torch.equal(nll[0][0], nll[1][0]) and torch.equal(nll[0][1], nll[1][1])
     assert (nll[0][0] - nll[0][1]).abs().max() < 1.0  # and each is the NLL: IS agrees with the quadrature
 
@@ -154,15 +157,86 @@ def test_quadrature_is_the_exact_nll_of_a_2d_vae_that_importance_sampling_bounds
     torch.manual_seed(0)
     vae = make_model("vae", hidden_dims=(32,), z_dim=2, likelihood="bernoulli")
     x = torch.rand(20, 784).bernoulli()
-    exact = evaluate.quadrature_nll(vae, x, 6.0, 0.05)
-    assert torch.allclose(evaluate.quadrature_nll(vae, x, 6.0, 0.025), exact, atol=1e-3)  # converged
-    assert not torch.allclose(evaluate.quadrature_nll(vae, x, 6.0, 1.0), exact, atol=1e-3)  # a coarse grid is off
+    exact = evaluate.quadrature_nll(vae, x, 6.0, 0.05, 10.0).nll
+    assert torch.allclose(evaluate.quadrature_nll(vae, x, 6.0, 0.025, 10.0).nll, exact, atol=1e-3)  # converged
+    assert not torch.allclose(evaluate.quadrature_nll(vae, x, 6.0, 1.0, 10.0).nll, exact, atol=1e-3)  # coarse is off
     torch.manual_seed(1)
     is_nll = evaluate.importance_nll(vae, x, 2000)
-    gap = is_nll - exact
+    gap = is_nll.nll - exact
     assert gap.abs().max() < 0.2 and gap.mean() > -0.01  # IS agrees, and bounds it from above on average
-    cfg = SimpleNamespace(quadrature_range=6.0, quadrature_step=0.05)
+    cfg = SimpleNamespace(quadrature_range=6.0, quadrature_step=0.05, quadrature_sds=10.0)
     m = evaluate.quadrature_metrics(vae, x, is_nll, cfg)
     assert m["nll_quadrature_bernoulli"] == pytest.approx(exact.mean().item())
-    assert abs(m["quadrature_change_at_half_step"]) < 1e-3 and m["is_gap_mean"] == pytest.approx(
-        (is_nll - exact).mean().item())
+    assert abs(m["quadrature_change_at_half_step"]) < 1e-3 and m["is_gap_mean"] == pytest.approx(gap.mean().item())
+    assert m["quadrature_edge_to_peak"] < evaluate.EDGE_LIMIT and m["is_gap_below_noise"] == 0
+
+
+def far_vae(n=8, shift=(12.0, -9.0)):
+    """A 2-D VAE whose images' posteriors sit near |z| = 18, with sds near 0.2, as a VAE trained on real
+    data can have them: a sharp decoder, images drawn from it, its input moved by `shift` (the same
+    likelihoods, far out), and an encoder fitted to them."""
+    torch.manual_seed(0)
+    vae = make_model("vae", hidden_dims=(64,), z_dim=2, likelihood="bernoulli")
+    vae.decoder.requires_grad_(False)
+    with torch.no_grad():
+        vae.decoder[0].weight.mul_(6.0)
+        x = torch.sigmoid(vae.decoder(torch.tensor([4.0, -3.0]) + 0.5 * torch.randn(n, 2))).bernoulli()
+        c = torch.tensor(shift)
+        vae.decoder[0].bias.sub_(vae.decoder[0].weight @ c)  # decode(z - c)
+        vae.head.bias[:2].add_(c)
+    opt = torch.optim.Adam([*vae.encoder.parameters(), *vae.head.parameters()], lr=1e-2)
+    for _ in range(500):
+        opt.zero_grad()
+        vae.loss(x)[0].backward()
+        opt.step()
+    return vae, x
+
+
+@torch.no_grad()
+def reference_nll(vae, x, coarse=0.125, fine=0.02, extent=25.0, keep=30.0):
+    """-log p(x) of each image with no encoder and no shared lattice: the Bernoulli pmf and the prior
+    written out, on a coarse grid over [-extent, extent]^2, then summed on a fine grid over the box
+    where the coarse one came within `keep` nats of its peak."""
+    def log_joint(z):  # (G, N)
+        logits = vae.decoder(z)
+        return (logits @ x.T - F.softplus(logits).sum(1, keepdim=True)
+                - 0.5 * (z.pow(2).sum(1, keepdim=True) + 2 * math.log(2 * math.pi)))
+
+    ticks = torch.arange(-extent, extent, coarse) + coarse / 2
+    grid = torch.cartesian_prod(ticks, ticks)
+    out = []
+    for i, row in enumerate(log_joint(grid).T):
+        near = grid[row > row.max() - keep]
+        lo, hi = near.min(0).values - coarse, near.max(0).values + coarse
+        cells = torch.cartesian_prod(torch.arange(lo[0], hi[0], fine), torch.arange(lo[1], hi[1], fine)) + fine / 2
+        out.append(-(torch.logsumexp(log_joint(cells)[:, i], 0) + 2 * math.log(fine)))
+    return torch.stack(out)
+
+
+def test_the_quadrature_follows_posteriors_far_from_the_origin_and_says_when_its_region_is_too_small(capsys):
+    vae, x = far_vae()
+    with torch.no_grad():
+        mu, logvar = vae.encode(x)
+    assert (mu.norm(dim=1) > 15).all() and ((0.5 * logvar).exp() < 0.5).all()  # nowhere near [-6, 6]^2
+    reference = reference_nll(vae, x)
+    cfg = SimpleNamespace(quadrature_range=6.0, quadrature_step=0.05, quadrature_sds=10.0)
+    nll, edge = evaluate.quadrature_nll(vae, x, cfg.quadrature_range, cfg.quadrature_step, cfg.quadrature_sds)
+    assert (nll - reference).abs().max() < 0.01
+    torch.manual_seed(1)
+    is_nll = evaluate.importance_nll(vae, x, 1000)
+    m = evaluate.quadrature_metrics(vae, x, is_nll, cfg)
+    assert m["quadrature_edge_to_peak"] < evaluate.EDGE_LIMIT and m["is_gap_below_noise"] == 0
+    assert m["is_gap_mean"] > -3 * m["is_gap_sd_of_mean"] and "missed mass" not in capsys.readouterr().err
+    # q's means moved 3 units (about 15 sds) off the posteriors: p(x) is the decoder's and the prior's, the
+    # same, and the scan around the boxes still finds the mass...
+    astray = copy.deepcopy(vae)
+    with torch.no_grad():
+        astray.head.bias[:2].add_(3.0)
+    assert (evaluate.quadrature_nll(astray, x, 6.0, 0.05, 10.0).nll - reference).abs().max() < 0.01
+    # ...but not when the square and the boxes are too small to reach it: the edge says so, and so does IS,
+    # an upper bound, lying below.
+    small = SimpleNamespace(quadrature_range=1.0, quadrature_step=0.05, quadrature_sds=1.0)
+    lost = evaluate.quadrature_metrics(astray, x, is_nll, small)
+    assert lost["nll_quadrature_bernoulli"] > m["nll_quadrature_bernoulli"] + 1
+    assert lost["quadrature_edge_to_peak"] > evaluate.EDGE_LIMIT and lost["is_gap_below_noise"] > 0
+    assert "the quadrature may have missed mass" in capsys.readouterr().err

@@ -56,3 +56,20 @@ def test_the_mean_image_is_the_sigmoid_but_for_the_continuous_bernoulli():
         assert torch.equal(likelihoods.mean_image(logits, likelihood), logits.sigmoid())
     cb = likelihoods.mean_image(logits, "continuous_bernoulli")
     assert cb[1].item() == pytest.approx(0.5) and 0.5 < cb[2] < logits.sigmoid()[2]  # pulled towards 1/2
+
+
+def test_the_normalisers_next_taylor_term_is_the_one_its_comment_names():
+    l = torch.tensor([0.05, 0.1, -0.2], dtype=torch.float64)
+    rest = likelihoods.cb_log_norm(l) - math.log(2) - l.pow(2) / 12
+    assert torch.allclose(rest, -7 * l.pow(4) / 1440, rtol=1e-2)
+
+
+@pytest.mark.parametrize("likelihood", LIKELIHOODS)
+def test_the_reconstructions_cross_entropy_is_of_the_image_the_model_reconstructs(likelihood):
+    logits, x = 4 * torch.randn(3, 784, dtype=torch.float64), torch.rand(3, 784, dtype=torch.float64)
+    image = likelihoods.mean_image(logits, likelihood)
+    expected = -(x * image.log() + (1 - x) * (1 - image).log()).sum(-1)
+    assert torch.allclose(likelihoods.image_cross_entropy(logits, x, likelihood), expected, rtol=1e-6)
+    # from the logits, where the sigmoid is the image: finite where it rounds to 0 or 1
+    saturated = likelihoods.image_cross_entropy(torch.full((1, 784), 40.0), torch.zeros(1, 784), likelihood)
+    assert saturated.isfinite().all()

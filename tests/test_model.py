@@ -206,6 +206,54 @@ def test_the_gmm_prior_finds_the_clusters_a_single_gaussian_blurs():
     assert near(ae_with_codes("full", codes).prior_sample(5000, g)) < 0.5  # one Gaussian puts mass between them
 
 
+@pytest.mark.parametrize("prior", ["diagonal", "full", "gmm"])
+def test_every_prior_fits_codes_of_fewer_images_than_dims_and_samples_near_them(prior):
+    """train_size <= z_dim, or a layer narrower than z: the codes span a subspace, their covariance is singular."""
+    torch.manual_seed(0)
+    codes = torch.randn(4, 2) @ torch.randn(2, 6) + 3.0  # 4 codes of rank 2 in 6 dims
+    ae = ae_with_codes(prior, codes, gmm_components=4)
+    z = ae.prior_sample(20_000, torch.Generator().manual_seed(1))
+    assert z.isfinite().all() and torch.allclose(z.mean(0), codes.double().mean(0).float(), atol=0.2)
+
+
+def test_a_mixture_component_on_a_lone_code_keeps_a_floor_of_the_codes_variance():
+    torch.manual_seed(0)
+    codes = torch.cat([torch.randn(999, 2), torch.tensor([[40.0, 40.0]])])  # one outlier, far out
+    fit = model.gaussian_mixture(codes.double(), 2, torch.Generator().manual_seed(0))
+    lone = fit.weights.argmin()
+    assert fit.weights[lone] == pytest.approx(1 / 1000, rel=0.01) and torch.allclose(
+        fit.means[lone], torch.tensor([40.0, 40.0], dtype=torch.float64), atol=1e-3)
+    variances = torch.diagonal(fit.covs[lone])
+    assert (variances >= model.COMPONENT_FLOOR * codes.double().var(0)).all()  # it does not replay that one code
+
+
+def test_em_reports_its_iterations_and_whether_it_converged():
+    torch.manual_seed(0)
+    codes = torch.cat([torch.randn(500, 2) - 3, torch.randn(500, 2) + 3]).double()
+    fit = model.gaussian_mixture(codes, 2, torch.Generator().manual_seed(0))
+    assert fit.converged and 1 < fit.iterations < 200
+    capped = model.gaussian_mixture(codes, 2, torch.Generator().manual_seed(0), iterations=fit.iterations - 1)
+    assert not capped.converged and capped.iterations == fit.iterations - 1
+    ae = make_model("ae", hidden_dims=(16,), z_dim=2, prior="gmm", gmm_components=2)
+    ae.code = lambda x: codes[: len(x)].float()
+    assert ae.fit_prior(torch.zeros(len(codes), 784), torch.Generator().manual_seed(0)) == {
+        "em_iterations": fit.iterations, "em_converged": 1}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"data": {"train_size": 1}, "train": {"batch_size": 1}}, r"^data.train_size = 1: .* accepted: data.train_size >= 2$"),
+    ({"data": {"train_size": 5}, "train": {"batch_size": 5}, "ae": {"prior": "gmm", "gmm_components": 6}},
+     r"^ae.gmm_components = 6 is more than data.train_size = 5 .*; accepted: at most data.train_size$"),
+])
+def test_a_prior_that_cannot_be_fitted_stops_the_ae_before_training(raw_params, change, message):
+    for section, values in change.items():
+        raw_params[section].update(values)
+    p = config.parse(raw_params)
+    with pytest.raises(UserError, match=message):
+        model.build("ae", p)
+    model.build("vae", p)  # which has no such prior
+
+
 def test_samples_decode_draws_from_the_prior():
     ae = ae_with_codes("diagonal", correlated_codes())
     seen = []
@@ -251,12 +299,12 @@ def test_the_conv_arch_is_two_strided_convolutions_each_way_and_reads_channels()
     assert not any(isinstance(m, torch.nn.Linear) and m.in_features == 512 for m in net.modules())  # no hidden_dims
 
 
-def test_kl_warmup_ramps_the_kl_weight_from_0_to_beta():
+def test_kl_warmup_ramps_the_kl_weight_up_to_beta_in_its_last_epoch():
     net = make_model("vae", hidden_dims=(8,), z_dim=2, beta=2.0, kl_warmup_epochs=4)
-    assert [net.kl_weight(epoch) for epoch in range(1, 8)] == [0.0, 0.5, 1.0, 1.5, 2.0, 2.0, 2.0]
-    assert net.kl_weight() == 2.0  # the trained model's objective
+    assert [net.kl_weight(epoch) for epoch in range(1, 7)] == [0.5, 1.0, 1.5, 2.0, 2.0, 2.0]
+    assert net.kl_weight() == 2.0  # the trained model's objective: a run of 4 epochs ends at it
     x = torch.rand(3, 784)
-    for epoch, weight in ((2, 0.5), (None, 2.0)):
+    for epoch, weight in ((1, 0.5), (None, 2.0)):
         torch.manual_seed(0)
         loss, recon, kl = net.loss(x, epoch=epoch)
         assert loss.item() == pytest.approx(recon.item() + weight * kl.item())

@@ -65,6 +65,19 @@ def test_an_unpinned_child_of_a_pinned_process_gets_the_native_paths_back():
     assert out == [native, "False", "False", "False"]
 
 
+def test_the_probe_keys_its_reference_on_the_vendor_that_the_strict_pin_makes_equal(tmp_path):
+    """An Intel CPU with AVX-512 and no AMX trained the AMX machine's bytes: one reference for every Intel CPU."""
+    probe = load_probe()
+    flags = "fpu sse2 avx2 avx512f avx512bw avx512vl"
+    for vendor, kind in [("GenuineIntel", "intel"), ("AuthenticAMD", "amd"), ("CentaurHauls", "other")]:
+        for extra in ("", " amx_tile amx_bf16"):
+            info = tmp_path / "cpuinfo"
+            info.write_text(f"processor\t: 0\nvendor_id\t: {vendor}\nflags\t\t: {flags}{extra}\n")
+            assert probe.cpu_kind(info) == kind
+            assert probe.cpu_name(info) == f"{kind}-avx512{'-amx' if extra else ''}"
+    assert {net for (vendor, net, _) in probe.REFERENCE if vendor == "intel"} == {"vae", "conv"}
+
+
 def load_probe():
     spec = importlib.util.spec_from_file_location("repro_probe", ROOT / "bench/repro_probe.py")
     module = importlib.util.module_from_spec(spec)

@@ -34,7 +34,7 @@ def test_a_finished_stage_leaves_its_log_and_time_and_no_checkpoint(stage_dir):
         last = run.fit(classifier.Classifier(), train, test, {"classifier": 1})
         assert (folder / "checkpoints/toy.pt").exists()  # written after every epoch
     assert calls == [True]  # the pinned code paths of float32
-    assert set(last) == {"train", "test"} and set(last["test"]) == {"loss", "error"}
+    assert set(last) == {"train", "test"} and set(last["test"]) == {"loss", "misclassified"}
     logged = json.loads((folder / "metrics/toy/train/metrics.json").read_text())
     assert logged["step"] == 2 and logged["test"] == pytest.approx(last["test"])
     assert json.loads((folder / "metrics/toy/time.json").read_text())["train_seconds"] == round(run.seconds, 2)
@@ -49,3 +49,23 @@ def test_a_diverged_stage_says_which_learning_rate_to_lower_and_leaves_no_time_f
         with stage.training("toy", config.parse(raw_params), "classifier", __file__) as run:
             run.fit(classifier.Classifier(), train, test, {})
     assert not (folder / "metrics/toy/time.json").exists() and not (folder / "metrics/toy/train").exists()
+
+
+def test_figures_beside_the_losses_are_logged_each_epoch(stage_dir):
+    folder, raw_params, _ = stage_dir
+    train, test = data()
+    with stage.training("toy", config.parse(raw_params), "classifier", __file__) as run:
+        run.fit(classifier.Classifier(), train, test, {"classifier": 1}, extra=lambda epoch: {"kl_weight": epoch / 2})
+    assert json.loads((folder / "metrics/toy/train/metrics.json").read_text())["kl_weight"] == 1.0  # the last epoch's
+    assert (folder / "metrics/toy/train/plots/metrics/kl_weight.tsv").read_text() == "step\tkl_weight\n1\t0.5\n2\t1.0\n"
+
+
+def test_a_checkpoint_is_stamped_with_the_resolved_device_and_the_torch_version(stage_dir, monkeypatch):
+    """`device: auto` resolves to a CPU here and CUDA there: a checkpoint from one is not resumed on the other."""
+    from aevae.train import checkpoint_for
+
+    stamp = lambda device: checkpoint_for("toy", {"train": 1}, __file__, torch.device(device)).stamp
+    assert stamp("cpu") == stamp("cpu") != stamp("cuda")
+    before = stamp("cpu")
+    monkeypatch.setattr(torch, "__version__", "2.99.0")
+    assert stamp("cpu") != before

@@ -1,6 +1,7 @@
 """The seed summary: groups of experiments that differ only in their seeds, as mean ± sd and n."""
 
 import json
+import math
 import statistics
 import time
 
@@ -72,6 +73,56 @@ def test_a_single_run_is_shown_without_an_error_bar_and_no_runs_is_an_error():
     assert "| frechet_samples | 300 | 98 |" in out and "n = 1" in out
     with pytest.raises(UserError, match="no finished runs .* dvc exp run --queue -S 'train.seed=range"):
         summary.summarize(summary.runs([{"rev": "workspace", "data": {}, "experiments": None}]), ["frechet_samples"])
+
+
+def test_groups_are_not_split_on_settings_that_change_no_byte_and_say_so():
+    """The docs advise AEVAE_THREADS=1 for the queue; older runs had `threads` as a param, all have devices."""
+    base, s1, s2 = (point(n, seed, 1.0, 300.0 + seed, 98.0 + seed, 30.0) for n, seed in [("main", 0), ("s1", 1), ("s2", 2)])
+    base[1].update(threads="auto", evaluate={"seed": 0, "device": "auto"})
+    for p in (s1, s2):
+        p[1].update(threads=1, evaluate={"seed": 0, "device": "cpu"})
+    found = summary.runs(shown([base, s1, s2]))
+    (group,) = summary.groups(found).values()
+    assert len(group) == 3
+    out = summary.summarize(found, ["frechet_samples"])
+    assert "**params.yaml as committed** (main, s1, s2; over train.seed)" in out
+    assert "(Not told apart by evaluate.device, threads: where a run ran, not what it computed.)" in out
+    # without the committed baseline, the group is not called the committed params
+    lr = [(n, {**p, "train": {**p["train"], "lr": 0.01}}, a, v) for n, p, a, v in (base, s1, s2)]
+    out = summary.summarize(summary.runs(shown([base, *lr[1:]])), ["frechet_samples"], all_groups=True)
+    assert "**train.lr=0.001** (main)" in out and "**train.lr=0.01** (s1, s2; over train.seed)" in out
+    out = summary.summarize(summary.select(summary.runs(shown([base, *lr[1:]])), ["train.lr=0.01"]), ["frechet_samples"])
+    assert "**the same params** (s1, s2; over train.seed)" in out
+
+
+def test_a_second_run_of_the_same_params_and_seeds_is_counted_once_and_said(capsys):
+    found = summary.runs(shown([point("main", 0, 1.0, 300.0, 98.0, 30.0), point("again", 0, 1.0, 300.0, 98.0, 30.0),
+                                point("s1", 1, 1.0, 340.0, 96.0, 31.0)]))
+    (group,) = summary.groups(found).values()
+    assert [r.name for r in group] == ["main", "s1"]
+    assert "summary: again has the params and seeds of main: counted once, as main" in capsys.readouterr().err
+
+
+def test_figures_keep_two_significant_digits_of_the_sd_at_any_scale_and_say_a_non_finite_value():
+    assert summary.mean_sd([1234.0, 1490.0]) == "1360 ± 180"  # sd 181.0
+    assert summary.mean_sd([12345.0, 22345.0, 17345.0]) == "17300 ± 5000"
+    assert summary.mean_sd([0.1234, 0.1256]) == "0.1245 ± 0.0016"
+    assert summary.mean_sd([1.0, math.nan, 2.0]) == "non-finite in 1 of 3"
+    assert summary.mean_sd([math.inf]) == "non-finite in 1 of 1"
+    found = summary.runs(shown([point("main", 0, 1.0, math.inf, 98.0, 30.0), point("s1", 1, 1.0, 340.0, 96.0, 31.0)]))
+    assert "| frechet_samples | non-finite in 1 of 2 | 97.0 ± 1.4 |" in summary.summarize(found, ["frechet_samples"])
+
+
+def test_a_sweep_table_sorts_numbers_as_numbers_and_where_matches_a_list():
+    points = [point(f"b{b}", 0, b, 300.0, 100.0 + b, 30.0) for b in (1.0, 10.0, 2.0)]
+    for p in points:
+        p[1]["model"] = {"hidden_dims": [512, 256]}
+    found = summary.runs(shown(points))
+    rows = summary.summarize(found, ["frechet_samples"], all_groups=True, model="vae").splitlines()[2:]
+    assert [r.split(" | ")[0] for r in rows] == ["| 1.0", "| 2.0", "| 10.0"]
+    points[1][1]["model"] = {"hidden_dims": [64]}
+    found = summary.runs(shown(points))
+    assert [r.name for r in summary.select(found, ["model.hidden_dims=[512,256]"])] == ["b1.0", "b2.0"]
 
 
 @needs_mnist

@@ -106,8 +106,8 @@ def test_the_loop_trains_a_classifier_too_with_its_own_terms(raw_params):
     y = (x[:, :392].sum(1) > x[:, 392:].sum(1)).long()  # which half is brighter: learnable
     cfg = small_train_cfg(raw_params, epochs=3)
     rows = [e.means for e in fit(classifier.Classifier(), (x[:500], y[:500]), (x[500:], y[500:]), cfg, CPU)]
-    assert list(rows[0]["train"]) == list(rows[0]["test"]) == ["loss", "error"]
-    assert rows[-1]["train"]["error"] < rows[0]["train"]["error"]
+    assert list(rows[0]["train"]) == list(rows[0]["test"]) == ["loss", "misclassified"]
+    assert rows[-1]["train"]["misclassified"] < rows[0]["train"]["misclassified"]
 
 
 def test_dynamic_binarisation_transforms_each_training_batch(raw_params):

@@ -20,7 +20,7 @@ from aevae import checkpoint
 
 class ClassifierLosses(NamedTuple):
     loss: torch.Tensor  # cross-entropy, summed over the batch
-    error: torch.Tensor  # misclassified examples in the batch
+    misclassified: torch.Tensor  # examples in the batch the classifier gets wrong; not "error", which DVC reads as a failure
 
 
 class Classifier(nn.Module):

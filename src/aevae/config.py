@@ -88,6 +88,7 @@ class EvaluateParams:
     samples: int = spec("an int >= 2", lambda v: v >= 2)
     quadrature_range: float = spec("a number > 0", lambda v: v > 0)
     quadrature_step: float = spec("a number > 0", lambda v: v > 0)
+    quadrature_sds: float = spec("a number > 0", lambda v: v > 0)
     device: Literal["auto", "cpu", "cuda"] = spec("auto, cpu or cuda")
 
 

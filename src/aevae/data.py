@@ -48,15 +48,16 @@ def load(data_dir: str | Path, split: str, limit: int | None = None) -> tuple[to
     return x, torch.from_numpy(labels.astype(np.int64))
 
 
-def binarized(x: torch.Tensor, seed: int = 0) -> torch.Tensor:
+def binarized(x: torch.Tensor, seed: int) -> torch.Tensor:
     """Each pixel 1 with its grey level as probability, else 0: one fixed draw, the same on every call."""
     return torch.bernoulli(x, generator=torch.Generator(x.device).manual_seed(seed))
 
 
-def eval_images(x: torch.Tensor, binarize: str) -> torch.Tensor:
-    """The images as an autoencoder trained with `data.binarize` sees them outside training: grey, or,
-    when training binarises every batch anew, binarised once with a fixed seed."""
-    return binarized(x) if binarize == "dynamic" else x
+def eval_images(x: torch.Tensor, binarize: str, split: str) -> torch.Tensor:
+    """The images of `split` (train or test) as an autoencoder trained with `data.binarize` sees them
+    outside training: grey, or, when training binarises every batch anew, binarised once, from a
+    stream of the split's own: one shared stream would give equal grey levels in the two sets equal draws."""
+    return binarized(x, seed=list(SPLITS).index(split)) if binarize == "dynamic" else x
 
 
 def batch_transform(binarize: str):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
 import urllib.error
 import urllib.request
 import zlib
@@ -79,6 +80,8 @@ def _read(where: str) -> bytes:
         raise _Miss("not found" if e.code == 404 else f"HTTP {e.code} {e.reason}") from None
     except OSError as e:  # URLError, HTTPError, timeouts and permission errors are all OSErrors
         raise _Miss(str(getattr(e, "reason", None) or e)) from None
+    except http.client.HTTPException as e:  # IncompleteRead (fewer bytes than promised) is not an OSError
+        raise _Miss(f"the connection broke off ({type(e).__name__})") from None
 
 
 def _decompress(raw: bytes) -> bytes:

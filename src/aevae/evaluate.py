@@ -7,6 +7,7 @@ applies to a model that defines p(x) only (KL, ELBO, importance-sampled NLL) ask
 from __future__ import annotations
 
 import math
+import sys
 import time
 from typing import NamedTuple
 
@@ -16,7 +17,7 @@ from tqdm import tqdm
 
 from aevae import frechet
 from aevae.classifier import Classifier, classify
-from aevae.likelihoods import LOG_2PI, log_likelihoods, recon_loss, recon_nll
+from aevae.likelihoods import LOG_2PI, image_cross_entropy, log_likelihoods, recon_nll
 from aevae.model import Autoencoder
 
 
@@ -29,7 +30,7 @@ class Reconstruction(NamedTuple):
 @torch.no_grad()
 def reconstruction_metrics(model: Autoencoder, x: torch.Tensor, batch_size: int = 2000) -> Reconstruction:
     """One forward pass over x: per-image means of the squared error and cross-entropy of the
-    reconstruction (both summed over pixels, whatever the model was trained with), the model's own
+    reconstruction, the likelihood's mean (both summed over pixels, whatever the model was trained with), the model's own
     training loss and reconstruction term (`recon`: one of the two, as its likelihood says), and for
     a model with a density the KL term and the negative ELBO under its likelihood (named with it:
     never compare across likelihoods); with the codes and reconstructions, for the metrics that use them.
@@ -44,7 +45,7 @@ def reconstruction_metrics(model: Autoencoder, x: torch.Tensor, batch_size: int 
         nelbo = recon_nll(logits, xb, model.likelihood) + kl
         image = model.image(logits)
         mse = (image - xb).pow(2).sum(-1)
-        terms = [mse, recon_loss(logits, xb, "bernoulli"), loss, recon, kl, nelbo]
+        terms = [mse, image_cross_entropy(logits, xb, model.likelihood), loss, recon, kl, nelbo]
         sums = sums + torch.stack([t.sum() for t in terms])
         codes.append(code)
         images.append(image)
@@ -55,53 +56,156 @@ def reconstruction_metrics(model: Autoencoder, x: torch.Tensor, batch_size: int 
     return Reconstruction(out, torch.cat(codes), torch.cat(images))
 
 
+class Estimate(NamedTuple):
+    nll: torch.Tensor  # of each image
+    sd: torch.Tensor  # its standard deviation as an estimator, from the spread of the importance weights
+
+
 @torch.no_grad()
-def importance_nll(model: Autoencoder, x: torch.Tensor, k: int, batch_size: int = 50, chunk: int = 100) -> torch.Tensor:
+def importance_nll(model: Autoencoder, x: torch.Tensor, k: int, batch_size: int = 50, chunk: int = 100) -> Estimate:
     """-log p(x) of each image, estimated with k importance samples from q(z|x) (Burda et al. 2015):
     log p(x) ~ log mean_k p(x|z_k) p(z_k) / q(z_k|x). An upper bound on the NLL (in expectation) that
-    tightens as k grows; k = 1 is the negative ELBO."""
+    tightens as k grows; k = 1 is the negative ELBO. Its sd, by the delta method, is
+    sd(w) / (sqrt(k) mean(w)): honest while no single weight dominates."""
     model.eval()
-    nll = []
+    nll, sd = [], []
     for xb in tqdm(x.split(batch_size), desc=f"IS-NLL, k={k}", unit="batch", leave=False):
         # At most chunk x batch_size decoded images at once: bounded memory, and activations that stay
         # nearer the cache.
         log_w = torch.cat([model.log_weights(xb, min(chunk, k - i))[0] for i in range(0, k, chunk)])
-        nll.append(math.log(k) - torch.logsumexp(log_w, 0))
-    return torch.cat(nll)
+        log_mean = torch.logsumexp(log_w, 0) - math.log(k)
+        log_square = torch.logsumexp(2 * log_w, 0) - math.log(k)  # of the mean of w^2
+        nll.append(-log_mean)
+        sd.append(((log_square - 2 * log_mean).exp() - 1).clamp(min=0).div(k).sqrt())
+    return Estimate(torch.cat(nll), torch.cat(sd))
+
+
+class Quadrature(NamedTuple):
+    nll: torch.Tensor  # -log p(x) of each image
+    edge: torch.Tensor  # the log-integrand's largest value on the region's edge, less its peak, per image
+
+
+# A coarse scan keeps, per image, the cells within this many nats of its peak: e^-30 of it, times every
+# cell that could lie outside, is far below a float's resolution of log p(x).
+KEEP = 30.0
 
 
 @torch.no_grad()
-def quadrature_nll(model: Autoencoder, x: torch.Tensor, half_width: float, step: float, chunk: int = 4096
-                   ) -> torch.Tensor:
-    """-log p(x) of each image by quadrature over the square [-half_width, half_width]^2 of a 2-D latent
-    space: p(x) = sum over the grid's cells of p(x|z) p(z) step^2, z at each cell's centre. Exact as
-    the step goes to 0 (and the prior's mass outside the square is below 1e-8 from 6 on). The decoder
-    runs once per grid point, whatever the number of images."""
+def quadrature_nll(model: Autoencoder, x: torch.Tensor, half_width: float, step: float, sds: float,
+                   chunk: int = 2048) -> Quadrature:
+    """-log p(x) of each image by quadrature over a 2-D latent space: p(x) = sum over cells of
+    p(x|z) p(z) step^2, z at each cell's centre, exact as the step goes to 0 if the region holds the
+    integrand's mass. p(x|z) p(z) lives where p(z|x) does, which can be far from the origin, where
+    p(z) is tiny but p(x|z) huge, and far from q(z|x) too, which is only fitted to it. So an image's
+    region joins three parts: the prior's square [-half_width, half_width]^2; a box of `sds`
+    posterior sds (at most half_width) each side of q's mean; and the box where a scan with 4 times
+    the step, over every image's box and half_width beyond, found the integrand within KEEP nats of
+    its peak. The cells are one lattice's, so the parts join without overlap or gap. `edge` tells how
+    much mass the region may still leave out: far below 0 (say -20) when the integrand has died away
+    at its edge.
+
+    Every image's integrand is evaluated on the union of all regions' cells (each masked to its own
+    region): the decoder runs once per cell, whatever the number of images."""
     model.eval()
-    ticks = torch.arange(-half_width + step / 2, half_width, step, device=x.device)
-    z = torch.cartesian_prod(ticks, ticks)
-    log_cell = -0.5 * (z.pow(2) + LOG_2PI).sum(1) + 2 * math.log(step)  # log p(z) step^2
+    side = math.ceil(2 * half_width / step - 1e-9)  # the square: cells 0 .. side - 1 on each axis
+    mu, logvar = model.encode(x)
+    # Never wider than the square: a posterior as wide as the prior is the prior's to cover.
+    reach = (sds * (0.5 * logvar).exp()).clamp(max=half_width)
+    index = lambda z: (z + half_width) / step - 0.5  # lattice coordinates: cell i's centre at i
+    boxes = [(index(mu - reach).ceil(), index(mu + reach).floor())]
+    found = mass_box(model, x, mu - reach - half_width, mu + reach + half_width, 4 * step, chunk)
+    boxes.append((index(found[0]).floor(), index(found[1]).ceil()))
+    at = index(mu).round()
+    lo = torch.stack([torch.minimum(b[0], at) for b in boxes], 1).long()  # (N, parts, 2), each holding mu's cell
+    hi = torch.stack([torch.maximum(b[1], at) for b in boxes], 1).long()
+    cells = lattice_union(side, lo.flatten(0, 1), hi.flatten(0, 1))
+
+    def inside(ij):  # (N, G): cell ij (G, 2) in image n's region
+        square = ((ij >= 0) & (ij < side)).all(-1)
+        box = ((ij[None, None] >= lo[:, :, None]) & (ij[None, None] <= hi[:, :, None])).all(-1).any(1)
+        return square[None] | box
+
     log_px = torch.full((len(x),), -math.inf, device=x.device)
-    for zc, lc in zip(z.split(chunk), log_cell.split(chunk)):
-        joint = log_likelihoods(model.decoder(zc), x, model.likelihood) + lc
+    peak, edge = log_px.clone(), log_px.clone()
+    for ij in cells.split(chunk):
+        z = (ij + 0.5) * step - half_width
+        region = inside(ij)
+        on_edge = region & ~torch.stack([inside(ij + d) for d in NEIGHBOURS.to(ij.device)]).all(0)
+        joint = log_joints(model, z, x, step).masked_fill(~region, -math.inf)
         log_px = torch.logaddexp(log_px, torch.logsumexp(joint, 1))
-    return -log_px
+        peak = torch.maximum(peak, joint.max(1).values)
+        edge = torch.maximum(edge, joint.masked_fill(~on_edge, -math.inf).max(1).values)
+    return Quadrature(-log_px, edge - peak)
 
 
-def quadrature_metrics(model: Autoencoder, x: torch.Tensor, nll_is: torch.Tensor, cfg) -> dict[str, float]:
-    """The exact NLL of a 2-D latent model by quadrature, how much halving the grid's step moves it
-    (convergence), and how far above it the importance-sampled estimate `nll_is` lies, per image."""
-    nll = quadrature_nll(model, x, cfg.quadrature_range, cfg.quadrature_step)
-    finer = quadrature_nll(model, x, cfg.quadrature_range, cfg.quadrature_step / 2)
-    gap = nll_is - nll
-    return {
+def log_joints(model: Autoencoder, z: torch.Tensor, x: torch.Tensor, step: float) -> torch.Tensor:
+    """log p(x_n|z_g) p(z_g) step^2 for every image and grid point, (N, G)."""
+    log_cell = -0.5 * (z.pow(2) + LOG_2PI).sum(1) + 2 * math.log(step)
+    return log_likelihoods(model.decoder(z), x, model.likelihood) + log_cell
+
+
+def mass_box(model: Autoencoder, x: torch.Tensor, low: torch.Tensor, high: torch.Tensor, step: float, chunk: int
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image, the box (lower and upper corners in z, a cell wider each side) around the cells of a
+    grid of `step`, over the box from the least of `low` to the greatest of `high`, where the
+    log-integrand comes within KEEP nats of its peak on that grid. Two passes: the peak, then the box."""
+    start, stop = low.min(0).values, high.max(0).values
+    ticks = [torch.arange(start[d].item(), stop[d].item() + step, step, device=x.device) for d in range(2)]
+    grid = torch.cartesian_prod(*ticks).split(chunk)
+    peak = torch.stack([log_joints(model, z, x, step).max(1).values for z in grid]).max(0).values
+    lo = torch.full((len(x), 2), math.inf, device=x.device)
+    hi = torch.full((len(x), 2), -math.inf, device=x.device)
+    for z in grid:
+        near = (log_joints(model, z, x, step) > peak[:, None] - KEEP)[..., None]  # (N, G, 1)
+        lo = torch.minimum(lo, torch.where(near, z - step, math.inf).amin(1))
+        hi = torch.maximum(hi, torch.where(near, z + step, -math.inf).amax(1))
+    return lo, hi
+
+
+NEIGHBOURS = torch.tensor([[1, 0], [-1, 0], [0, 1], [0, -1]])
+
+
+def lattice_union(side: int, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """The (G, 2) cell indices of the square 0 .. side - 1 and of every box [lo_n, hi_n], each once."""
+    first = torch.minimum(lo.min(0).values, torch.zeros(2, dtype=lo.dtype, device=lo.device))
+    last = torch.maximum(hi.max(0).values, torch.full((2,), side - 1, dtype=hi.dtype, device=hi.device))
+    taken = torch.zeros(*(last - first + 1).tolist(), dtype=torch.bool)
+    taken[-first[0]:side - first[0], -first[1]:side - first[1]] = True
+    for (a0, a1), (b0, b1) in zip((lo - first).tolist(), (hi - first + 1).tolist()):
+        taken[a0:b0, a1:b1] = True
+    return taken.nonzero().to(lo.device) + first
+
+
+def quadrature_metrics(model: Autoencoder, x: torch.Tensor, nll_is: Estimate, cfg) -> dict[str, float]:
+    """The exact NLL of a 2-D latent model by quadrature, with what could make it wrong: how much
+    halving the step moves it, the integrand at the region's edge, and how often the importance-sampled
+    estimate, an upper bound, lies below it by more than its own noise."""
+    region = (cfg.quadrature_range, cfg.quadrature_step)
+    nll, edge = quadrature_nll(model, x, *region, cfg.quadrature_sds)
+    finer = quadrature_nll(model, x, cfg.quadrature_range, cfg.quadrature_step / 2, cfg.quadrature_sds).nll
+    gap = nll_is.nll - nll
+    below = int((gap < -3 * nll_is.sd).sum())
+    out = {
         f"nll_quadrature_{model.likelihood}": nll.mean().item(),
         "quadrature_range": cfg.quadrature_range,
         "quadrature_step": cfg.quadrature_step,
+        "quadrature_sds": cfg.quadrature_sds,
         "quadrature_change_at_half_step": (finer - nll).mean().item(),
+        "quadrature_edge_to_peak": edge.max().item(),
         "is_gap_mean": gap.mean().item(),
+        "is_gap_sd_of_mean": (nll_is.sd.pow(2).sum().sqrt() / len(x)).item(),
         "is_gap_over_10_nats": int((gap > 10).sum()),
+        "is_gap_below_noise": below,
     }
+    if below or out["quadrature_edge_to_peak"] > EDGE_LIMIT:
+        print(f"evaluate: {type(model).__name__}: the quadrature may have missed mass (edge to peak "
+              f"{out['quadrature_edge_to_peak']:.1f} nats; {below} images where the IS estimate lies below it by "
+              f"over 3 sds); widen evaluate.quadrature_sds or quadrature_range", file=sys.stderr)
+    return out
+
+
+# The integrand's largest value on the region's edge, against its peak, above which mass may be missing.
+EDGE_LIMIT = -20.0
 
 
 def active_units(codes: torch.Tensor, threshold: float = 0.01) -> int:
@@ -152,7 +256,7 @@ def model_metrics(model: Autoencoder, classifier: Classifier, inputs, cfg) -> tu
     if model.density:
         start = time.perf_counter()
         nll_is = importance_nll(model, test_x, cfg.iw_samples)
-        out[f"nll_is_{model.likelihood}"] = nll_is.mean().item()
+        out[f"nll_is_{model.likelihood}"] = nll_is.nll.mean().item()
         is_seconds = time.perf_counter() - start
         out["iw_samples"] = cfg.iw_samples
         if model.config.z_dim == 2:  # small enough to integrate over

@@ -52,10 +52,18 @@ def log_likelihoods(logits: torch.Tensor, x: torch.Tensor, likelihood: str) -> t
 def cb_log_norm(logits: torch.Tensor) -> torch.Tensor:
     """log C(lambda), the continuous Bernoulli's log-normaliser (Loaiza-Ganem & Cunningham 2019), from
     the logit l of lambda: C = 2 atanh(1 - 2 lambda) / (1 - 2 lambda) = l / tanh(l / 2). At l = 0
-    (lambda = 1/2) that is 0/0, so near it: the Taylor series, log 2 + l^2 / 12 (next term l^4 / 1440)."""
+    (lambda = 1/2) that is 0/0, so near it: the Taylor series, log 2 + l^2 / 12 (next term -7 l^4 / 1440)."""
     small = logits.abs() < 1e-2
     safe = torch.where(small, torch.ones_like(logits), logits)
     return torch.where(small, math.log(2) + logits.pow(2) / 12, torch.log(safe / torch.tanh(safe / 2)))
+
+
+def image_cross_entropy(logits: torch.Tensor, x: torch.Tensor, likelihood: str) -> torch.Tensor:
+    """Per-image cross-entropy of x against the image the logits stand for (mean_image), summed over
+    pixels: a figure about the reconstruction, whatever the likelihood."""
+    if likelihood == "continuous_bernoulli":  # its mean is never 0 or 1, so the probabilities are safe
+        return F.binary_cross_entropy(mean_image(logits, likelihood), x, reduction="none").sum(-1)
+    return recon_loss(logits, x, "bernoulli")  # of sigmoid(logits), from the logits: finite where it saturates
 
 
 def mean_image(logits: torch.Tensor, likelihood: str) -> torch.Tensor:

@@ -31,14 +31,16 @@ class Log:
             self.live = Live(str(self.folder), save_dvc_exp=False, dvcyaml=None)
         return self.live
 
-    def epoch(self, epoch) -> None:
+    def epoch(self, epoch, extra: dict[str, float] | None = None) -> None:
         """One epoch's means (an aevae.train.Epoch's, {split: {term: value}}), as `<split>/<term>` at step
-        `epoch.number`: what the trainer's `on_epoch` is given."""
+        `epoch.number`: what the trainer's `on_epoch` is given; and `extra`'s figures, as `<name>`."""
         live = self.start()
         live.step = epoch.number
         for split, terms in epoch.means.items():
             for term, value in terms.items():
                 live.log_metric(f"{split}/{term}", value)
+        for name, value in (extra or {}).items():
+            live.log_metric(name, value)
         live.next_step()
 
     def summary(self, name: str, value: float) -> None:

@@ -81,11 +81,12 @@ def decoder(config: ModelParams) -> nn.Sequential:
 
 
 def kl_weight(beta: float, warmup_epochs: int, epoch: int | None) -> float:
-    """The KL term's weight in training epoch `epoch` (from 1): beta, ramped linearly up from 0 over the
-    first `warmup_epochs` (Bowman et al. 2016); `epoch` None, for a trained model, is beta."""
+    """The KL term's weight in training epoch `epoch` (from 1): beta, or under warm-up W (Bowman et al.
+    2016) beta e / W in epoch e <= W: a linear ramp that reaches beta in its last epoch, so that a run of
+    W epochs ends at the weight evaluate scores. `epoch` None, for a trained model, is beta."""
     if epoch is None or not warmup_epochs:
         return beta
-    return beta * min(1.0, (epoch - 1) / warmup_epochs)
+    return beta * min(1.0, epoch / warmup_epochs)
 
 
 def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -137,9 +138,10 @@ class Autoencoder(nn.Module):
         """The KL term's weight in the loss."""
         return 0.0
 
-    def fit_prior(self, x: torch.Tensor, generator: torch.Generator) -> None:
+    def fit_prior(self, x: torch.Tensor, generator: torch.Generator) -> dict[str, float]:
         """After training, fit what `prior_sample` draws from to the training images x, if the model
-        has no prior of its own."""
+        has no prior of its own; what the fit reports of itself, for the training log."""
+        return {}
 
     def image(self, logits: torch.Tensor) -> torch.Tensor:
         """The image decoder logits stand for: the mean of p(x|z) under the model's likelihood."""
@@ -193,25 +195,40 @@ class AE(Autoencoder):
 
     @classmethod
     def from_params(cls, p: Params) -> AE:
+        # What cannot be fitted is said before training, not after it.
+        if p.data.train_size < 2:
+            raise UserError(f"data.train_size = {p.data.train_size}: the AE's prior is fitted to its training codes "
+                            "and needs at least 2 of them; accepted: data.train_size >= 2")
+        if p.ae.prior == "gmm" and p.ae.gmm_components > p.data.train_size:
+            raise UserError(f"ae.gmm_components = {p.ae.gmm_components} is more than data.train_size = "
+                            f"{p.data.train_size} codes to fit them to; accepted: at most data.train_size")
         return cls(cls.Config(**asdict(p.model), **asdict(p.ae)))
 
     @torch.no_grad()
-    def fit_prior(self, x: torch.Tensor, generator: torch.Generator) -> None:
+    def fit_prior(self, x: torch.Tensor, generator: torch.Generator) -> dict[str, float]:
         """Fit the sampling density to the codes of x, the training images: the article's Gaussian per
         latent dim (diagonal), one full-covariance Gaussian (full), or a mixture fitted by EM (gmm: Ghosh
-        et al. 2020's ex-post density estimation); `generator` seeds the mixture's start."""
+        et al. 2020's ex-post density estimation, which reports its iterations and whether it
+        converged); `generator` seeds the mixture's start."""
         self.eval()
         codes = torch.cat([self.code(xb) for xb in x.split(5000)]).double()
-        prior = self.config.prior
+        prior, report = self.config.prior, {}
         if prior == "gmm":
-            weights, means, covs = gaussian_mixture(codes, self.config.gmm_components, generator)
+            fit = gaussian_mixture(codes, self.config.gmm_components, generator)
+            weights, means, covs = fit.weights, fit.means, fit.covs
+            report = {"em_iterations": fit.iterations, "em_converged": int(fit.converged)}
+            if not fit.converged:
+                print(f"ae.prior gmm: EM stopped at its cap of {fit.iterations} iterations before converging; "
+                      "the mixture is the last iterate", file=sys.stderr)
         else:
             weights, means, covs = codes.new_ones(1), codes.mean(0, keepdim=True), torch.cov(codes.T)[None]
             if prior == "diagonal":
                 covs = torch.diag_embed(torch.diagonal(covs, dim1=-2, dim2=-1))
+            covs = covs + ridge(codes)
         with one_thread():
             chol = torch.linalg.cholesky(covs)
         self.prior_weights, self.prior_means, self.prior_chol = weights.float(), means.float(), chol.float()
+        return report
 
     def prior_sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
         which = torch.multinomial(self.prior_weights, n, replacement=True, generator=generator)
@@ -303,20 +320,43 @@ class VAE(Autoencoder):
         return -nll + kl_weight * (log_p_z - log_q_z), nll
 
 
+class Mixture(NamedTuple):
+    weights: torch.Tensor  # (k,)
+    means: torch.Tensor  # (k, d)
+    covs: torch.Tensor  # (k, d, d)
+    iterations: int  # of EM
+    converged: bool  # the log-likelihood's gain fell below tol before the cap
+
+
+# A ridge of this share of the codes' mean variance keeps a covariance positive definite when the
+# codes are rank-deficient (fewer codes than dims, or a hidden layer narrower than z), and changes
+# nothing else that float32 can see.
+RIDGE = 1e-6
+# Each mixture component's covariance is at least this share of the codes' own variances: a component
+# that settles on a lone code would otherwise shrink onto it, and its samples replay that training code.
+COMPONENT_FLOOR = 1e-2
+
+
+def ridge(x: torch.Tensor) -> torch.Tensor:
+    d = x.shape[1]
+    scale = x.var(0).mean().clamp(min=torch.finfo(x.dtype).tiny)  # > 0 even when every code is the same
+    return RIDGE * scale * torch.eye(d, dtype=x.dtype, device=x.device)
+
+
 def gaussian_mixture(x: torch.Tensor, k: int, generator: torch.Generator, iterations: int = 200, tol: float = 1e-6
-                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Weights (k,), means (k, d) and covariances (k, d, d) of a Gaussian mixture fitted to x (n, d) by
-    EM, from k distinct points of x as the means, x's covariance for each and equal weights; until the
-    mean log-likelihood gains less than `tol`. In torch, not scikit-learn: on the pinned kernels (the
-    same bytes at any thread count) and on the device the codes are on. A small ridge keeps each
-    covariance positive definite."""
+                     ) -> Mixture:
+    """A Gaussian mixture of k components fitted to x (n >= k, d) by EM, from k distinct points of x as
+    the means, x's covariance for each and equal weights; until the mean log-likelihood gains less
+    than `tol`, or `iterations`. In torch, not scikit-learn: on the pinned kernels (the same bytes at
+    any thread count) and on the device the codes are on. Every covariance holds a floor of
+    COMPONENT_FLOOR of x's variances."""
     n, d = x.shape
     means = x[torch.randperm(n, generator=generator, device=generator.device)[:k].to(x.device)]
-    ridge = 1e-6 * torch.eye(d, dtype=x.dtype, device=x.device)
-    covs = (torch.cov(x.T) + ridge).expand(k, d, d).clone()
+    floor = COMPONENT_FLOOR * torch.diag(x.var(0)) + ridge(x)
+    covs = (torch.cov(x.T) + floor).expand(k, d, d).clone()
     log_weights = x.new_full((k,), -math.log(k))
-    last = -math.inf
-    for _ in range(iterations):
+    last, converged = -math.inf, False
+    for iteration in range(1, iterations + 1):
         with one_thread():  # LAPACK's factorisations split their work by thread count
             chol = torch.linalg.cholesky(covs)
         diff = (x[None] - means[:, None]).transpose(1, 2)  # (k, d, n)
@@ -325,16 +365,17 @@ def gaussian_mixture(x: torch.Tensor, k: int, generator: torch.Generator, iterat
         joint = log_weights[:, None] - 0.5 * (maha + log_det[:, None] + d * LOG_2PI)
         log_px = torch.logsumexp(joint, 0)
         resp = (joint - log_px).exp()  # (k, n): each point's share in each component
-        mass = resp.sum(1)
+        mass = resp.sum(1).clamp(min=torch.finfo(x.dtype).tiny)  # a component no point wants keeps a finite mean
         log_weights = (mass / n).log()
         means = resp @ x / mass[:, None]
         centred = x[None] - means[:, None]  # (k, n, d)
-        covs = (resp[:, :, None] * centred).transpose(1, 2) @ centred / mass[:, None, None] + ridge
+        covs = (resp[:, :, None] * centred).transpose(1, 2) @ centred / mass[:, None, None] + floor
         ll = log_px.mean().item()
         if ll - last < tol:
+            converged = True
             break
         last = ll
-    return log_weights.exp(), means, covs
+    return Mixture(log_weights.exp(), means, covs, iteration, converged)
 
 
 KINDS = {"ae": AE, "vae": VAE}

@@ -31,11 +31,14 @@ class Run:
         self.checkpoint, self.seconds = None, 0.0
 
     def fit(self, model: torch.nn.Module, train: tuple[torch.Tensor, ...], test: tuple[torch.Tensor, ...],
-            read: dict, transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, dict[str, float]]:
+            read: dict, transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+            extra: Callable[[int], dict[str, float]] | None = None) -> dict[str, dict[str, float]]:
         """Train `model`, logging every epoch and resuming from the stage's checkpoint, which `read` (the
-        params the stage reads, dvc.yaml's) stamps; the last epoch's means."""
-        self.checkpoint = checkpoint_for(self.name, read, self.script)
-        history = fit(model, train, test, self.cfg, self.device, transform, self.checkpoint, on_epoch=self.log.epoch)
+        params the stage reads, dvc.yaml's) stamps; the last epoch's means. `extra(epoch)`: figures of
+        each epoch that are no loss term (the KL's weight), logged beside them."""
+        self.checkpoint = checkpoint_for(self.name, read, self.script, self.device)
+        log = (lambda e: self.log.epoch(e, extra(e.number))) if extra else self.log.epoch
+        history = fit(model, train, test, self.cfg, self.device, transform, self.checkpoint, on_epoch=log)
         self.seconds = sum(e.seconds for e in history)
         return history[-1].means
 

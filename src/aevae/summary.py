@@ -39,6 +39,14 @@ class Run(NamedTuple):
     name: str
     params: dict[str, object]  # flattened: "vae.beta" -> 1.0
     metrics: dict[str, dict[str, float]]  # model -> metric -> value, from metrics/<model>/evaluate.json
+    baseline: bool = False  # the commit's own run, with params.yaml as committed
+
+
+def no_bytes(key: str) -> bool:
+    """Settings that say where and how fast a run ran, not what it computed: `*.device` (auto and cpu
+    are one device on a CPU) and `threads` (a param in older runs; the pins give the same bytes at
+    any count). Groups are not split on them."""
+    return key == "threads" or key.rsplit(".", 1)[-1] == "device"
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
@@ -60,13 +68,13 @@ def runs(shown: list[dict]) -> list[Run]:
         entries = [(baseline.get("name") or baseline["rev"][:7], baseline)]
         entries += [(e.get("name") or e["revs"][0]["rev"][:7], e["revs"][0]) for e in baseline.get("experiments") or []
                     if (e.get("executor") or {}).get("state", "success") == "success"]  # not queued, running, failed
-        for name, rev in entries:
+        for i, (name, rev) in enumerate(entries):
             data = rev.get("data") or {}
             metrics = {path.split("/")[1]: m.get("data") or {} for path, m in (data.get("metrics") or {}).items()
                        if path.startswith("metrics/") and path.endswith("/evaluate.json")}
             params = flatten((data.get("params") or {}).get("params.yaml", {}).get("data") or {})
             if metrics and params:
-                found.append(Run(name, params, metrics))
+                found.append(Run(name, params, metrics, baseline=i == 0))
     return found
 
 
@@ -75,25 +83,34 @@ def is_seed(key: str) -> bool:
 
 
 def groups(found: list[Run]) -> dict[tuple, list[Run]]:
-    """The runs by their params less the seeds; within a group, a seed combination counts once."""
+    """The runs by their params less the seeds and the settings that change no byte (`no_bytes`);
+    within a group, a seed combination counts once, and a second run of it is said on stderr."""
     out = defaultdict(dict)
     for run in found:
-        key = tuple(sorted((k, v) for k, v in run.params.items() if not is_seed(k)))
+        key = tuple(sorted((k, v) for k, v in run.params.items() if not is_seed(k) and not no_bytes(k)))
         seeds = tuple(sorted((k, v) for k, v in run.params.items() if is_seed(k)))
-        out[key].setdefault(seeds, run)
+        if seeds in out[key]:
+            print(f"summary: {run.name} has the params and seeds of {out[key][seeds].name}: counted once, "
+                  f"as {out[key][seeds].name}", file=sys.stderr)
+            continue
+        out[key][seeds] = run
     return {key: list(by_seed.values()) for key, by_seed in out.items()}
 
 
 def mean_sd(values: list[float]) -> str:
-    """mean ± sample standard deviation, both rounded to the standard deviation's second significant digit."""
+    """mean ± sample standard deviation, both rounded to the standard deviation's second significant
+    digit; a NaN or an infinity is said, not averaged."""
+    bad = sum(not math.isfinite(v) for v in values)
+    if bad:
+        return f"non-finite in {bad} of {len(values)}"
     mean = statistics.fmean(values)
     if len(values) < 2:
         return f"{mean:.4g}"
     sd = statistics.stdev(values)
     if sd == 0:
         return f"{mean:.4g} ± 0"
-    decimals = max(0, 1 - math.floor(math.log10(sd)))
-    return f"{mean:.{decimals}f} ± {sd:.{decimals}f}"
+    digits = 1 - math.floor(math.log10(sd))  # decimals to keep; below 0, tens or hundreds
+    return f"{round(mean, digits):.{max(0, digits)}f} ± {round(sd, digits):.{max(0, digits)}f}"
 
 
 def cell(group: list[Run], model: str, metric: str) -> str:
@@ -105,11 +122,18 @@ def sweep_table(by_group: dict[tuple, list[Run]], model: str, metrics: list[str]
     """One model's figures, a row per group (its params that differ between groups) and a column per metric."""
     varied = varied_keys(by_group)
     lines = ["| " + " | ".join([*varied, "n", *metrics]) + " |", "|" + " ---: |" * (len(varied) + 1 + len(metrics))]
-    for key, group in sorted(by_group.items(), key=lambda item: [str(v) for k, v in item[0] if k in varied]):
+    for key, group in sorted(by_group.items(), key=lambda item: [order(dict(item[0]).get(k)) for k in varied]):
         params = dict(key)
         lines.append("| " + " | ".join([*(str(params.get(k)) for k in varied), str(len(group)),
                                          *(cell(group, model, m) for m in metrics)]) + " |")
     return "\n".join(lines) + "\n"
+
+
+def order(value) -> tuple:
+    """A sort key under which numbers sort as numbers (2 before 10), ahead of everything else."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (0, value, "")
+    return (1, 0, str(value))
 
 
 def varied_keys(by_group: dict[tuple, list[Run]]) -> list[str]:
@@ -140,11 +164,16 @@ def summarize(found: list[Run], metrics: list[str], all_groups: bool = False, mo
     varied = set(varied_keys(by_group))
     parts = []
     for key, group in by_group.items():
-        label = ", ".join(f"{k}={v}" for k, v in key if k in varied) or "params.yaml as committed"
+        label = ", ".join(f"{k}={v}" for k, v in key if k in varied) or (
+            "params.yaml as committed" if any(run.baseline for run in group) else "the same params")
         seeds = sorted({k for run in group for k in run.params if is_seed(k)
                         and len({r.params[k] for r in group}) > 1})
         over = f"; over {', '.join(seeds)}" if seeds else ""
         parts.append(f"**{label}** ({', '.join(run.name for run in group)}{over})\n\n{table(group, metrics)}")
+    ignored = sorted({k for run in found for k in run.params if no_bytes(k)
+                      and len({str(r.params.get(k)) for r in found}) > 1})
+    if ignored:
+        parts.append(f"(Not told apart by {', '.join(ignored)}: where a run ran, not what it computed.)")
     return "\n\n".join(parts) + "\n"
 
 
@@ -157,6 +186,7 @@ def select(found: list[Run], where: list[str]) -> list[Run]:
         if found and not any(key in r.params for r in found):
             raise UserError(f"--where {condition}: no run has a param '{key}'; params look like train.seed")
         want = yaml.safe_load(value)
+        want = tuple(want) if isinstance(want, list) else want  # as the params hold lists
         found = [r for r in found if r.params.get(key) == want]
     return found
 
@@ -176,7 +206,7 @@ def load(path: str) -> list[Run]:
         if not isinstance(saved, list):
             raise ValueError("not a list of runs")
         return [Run(r["name"], {k: tuple(v) if isinstance(v, list) else v for k, v in r["params"].items()},
-                    r["metrics"]) for r in saved]
+                    r["metrics"], r.get("baseline", False)) for r in saved]
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise UserError(f"{path}: not a file that --save wrote ({e}); make one with "
                         "python -m aevae.summary --save FILE") from None

@@ -83,12 +83,15 @@ class Checkpoint:
             pass
 
 
-def checkpoint_for(name: str, params: dict, script: str | Path, data_dir: str | Path = "data/mnist") -> Checkpoint:
+def checkpoint_for(name: str, params: dict, script: str | Path, device: torch.device,
+                   data_dir: str | Path = "data/mnist") -> Checkpoint:
     """Training stage `name`'s checkpoint, checkpoints/<name>.pt (ignored by git, untouched by DVC),
-    stamped with `params` (the sections the stage reads), the package's code, the stage's script and
-    the data: what, changed, would train other bytes."""
+    stamped with `params` (the sections the stage reads), the device they resolved to (`auto` is a
+    CPU here and CUDA there, with other generators), the torch version, the package's code, the
+    stage's script and the data: what, changed, would train other bytes."""
     files = [*Path(__file__).parent.glob("*.py"), script, *Path(data_dir).iterdir()]
-    return Checkpoint(Path("checkpoints") / f"{name}.pt", stamp(params, files))
+    run = {"params": params, "device": device.type, "torch": torch.__version__}
+    return Checkpoint(Path("checkpoints") / f"{name}.pt", stamp(run, files))
 
 
 def stamp(params: dict, files: Iterable[str | Path]) -> str:
