@@ -18,7 +18,8 @@ from helpers import ROOT, env, fails, idx_bytes, needs_mnist, ran, read_params, 
 
 LOG = "metrics/vae/train"  # DVCLive's folder (aevae.live)
 OUTPUTS = ["models/vae.pt", "metrics/vae/time.json", f"{LOG}/metrics.json"] + [
-    f"{LOG}/plots/metrics/{split}/{term}.tsv" for split in ("train", "test") for term in ("loss", "recon", "kl")]
+    f"{LOG}/plots/metrics/{split}/{term}.tsv" for split in ("train", "test") for term in ("loss", "recon", "kl")] + [
+    f"{LOG}/plots/metrics/kl_weight.tsv"]
 
 
 @pytest.fixture
