@@ -1,6 +1,8 @@
-"""What the training benches share: their command line."""
+"""What the training benches share: their command line, and the words for the CPU they ran on."""
 
 import argparse
+
+from aevae import runtime
 
 
 def parser(doc: str, epochs: int, train_size: int) -> argparse.ArgumentParser:
@@ -11,3 +13,8 @@ def parser(doc: str, epochs: int, train_size: int) -> argparse.ArgumentParser:
     ap.add_argument("--train-size", type=int, default=train_size, help="train on the first N images")
     ap.add_argument("--data", default="data/mnist", help="folder with the four uncompressed IDX files")
     return ap
+
+
+def extensions_text() -> str:
+    """runtime.cpu_extensions() in words, for a bench's first line."""
+    return ", ".join(runtime.cpu_extensions()) or "none of avx2 / avx512 / amx"

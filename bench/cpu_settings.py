@@ -22,16 +22,11 @@ import subprocess
 import sys
 import time
 
-from common import parser
+from common import extensions_text, parser
 
 from aevae import runtime
 
 OLD = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
-
-
-def cpu_extensions() -> str:
-    """This CPU's vector extensions that set the speed of float32 and bf16 matmuls, for a bench's first line."""
-    return ", ".join(runtime.cpu_extensions()) or "none of avx2 / avx512 / amx"
 
 
 def epoch_seconds(kind: str, threads, pin: dict | None, data_dir: str, n: int, epochs: int) -> tuple[float, str]:
@@ -77,7 +72,7 @@ def main():
     import torch
 
     cores = len(os.sched_getaffinity(0))
-    print(f"machine: {platform.machine()}, {cores} cores, CPU extensions: {cpu_extensions()}, torch {torch.__version__}")
+    print(f"machine: {platform.machine()}, {cores} cores, CPU extensions: {extensions_text()}, torch {torch.__version__}")
     print(f"{args.epochs} epochs on {args.train_size} images; s/epoch is the best after the first\n")
 
     print(f"{'pinning, 1 thread':<22}{'native':>10}{'pinned':>10}{'cost':>8}   code path native -> pinned")

@@ -55,7 +55,7 @@ def small_pipeline(path: Path, train_size: int, epochs: int) -> None:
     p = yaml.safe_load((ROOT / "params.yaml").read_text())
     p["data"]["train_size"], p["train"]["epochs"] = train_size, epochs
     p["classifier"].update(train_size=2000, epochs=1)
-    p["evaluate"].update(iw_samples=10, samples=1000)
+    p["evaluate"].update(nll_samples=10, samples=1000)
     (path / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "pipeline"],
                 ["dvc", "repro", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "run"]):

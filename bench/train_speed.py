@@ -32,8 +32,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import parser
-from cpu_settings import cpu_extensions
+from common import extensions_text, parser
 from torchvision import datasets, transforms
 
 from aevae import config, data, model, runtime
@@ -200,7 +199,7 @@ def main():
     ours = [e.seconds for e in fit(net, (train_x,), (test_x,), dataclasses.replace(cfg, precision="float32"), device)]
     ours_test = test_loss(net, test_x.to(device))
 
-    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, CPU extensions: {cpu_extensions()},"
+    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, CPU extensions: {extensions_text()},"
           f" {torch.get_num_threads()} threads, torch {torch.__version__}, device {device}")
     print(f"matmul 64x784 @ 784x512: {gflops:.0f} GFLOP/s; one epoch = {work:.0f} GFLOP of matmuls"
           f" -> bound {bound:.2f} s/epoch")

@@ -5,7 +5,7 @@ import time
 
 import torch
 
-from aevae import classifier, config, data, model, run_stage, runtime
+from aevae import classifier, config, data, model, run_command, runtime
 from aevae.evaluate import model_metrics
 from aevae.files import write_json
 
@@ -15,7 +15,7 @@ def main(kind):
     p = config.load()
     runtime.setup()
     device = runtime.resolve_device(p.evaluate.device, "evaluate.device")
-    train_x, train_y = data.load("data/mnist", "train", p.data.train_size)  # what it was trained on
+    train_x, train_y = data.load("data/mnist", "train", p.data.train_size)  # The images the model was trained on.
     test_x, test_y = data.load("data/mnist", "test")
     scorer = classifier.load("models/classifier.pt", device)
     net = model.load(f"models/{kind}.pt", device)
@@ -39,4 +39,4 @@ def main(kind):
 
 
 if __name__ == "__main__":
-    run_stage(main, model.KINDS)
+    run_command(main, model.KINDS)

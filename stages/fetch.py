@@ -2,7 +2,7 @@
 
 import os
 
-from aevae import config, download, run_stage
+from aevae import config, download, run_command
 
 
 def main():
@@ -12,4 +12,4 @@ def main():
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_command(main)

@@ -3,7 +3,7 @@ autoencoder (aevae.model.KINDS) into plots/images/, side by side."""
 
 import torch
 
-from aevae import config, data, model, run_stage, runtime
+from aevae import config, data, model, run_command, runtime
 from aevae.files import atomic_path
 from aevae.live import read_curves
 from aevae.render import (
@@ -27,7 +27,7 @@ def main():
     device = runtime.resolve_device(p.render.device, "render.device")
     torch.set_grad_enabled(False)
     test_x, test_y = data.load("data/mnist", "test")
-    test_x = data.eval_images(test_x, p.data.binarize, "test").to(device)  # what the models were trained on
+    test_x = data.eval_images(test_x, p.data.binarize, "test").to(device)  # As the models saw them in training.
     test_y = test_y.to(device)
     models = {kind.upper(): model.load(f"models/{kind}.pt", device) for kind in model.KINDS}
     gen = torch.Generator(device).manual_seed(p.render.seed)
@@ -71,4 +71,4 @@ def main():
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_command(main)

@@ -2,24 +2,29 @@
 logging each epoch with DVCLive into metrics/KIND/train/, then writes its model; its training time
 goes to a file no stage reads. A killed run resumes from its checkpoint (checkpoints/KIND.pt)."""
 
-from dataclasses import asdict
+import dataclasses
 
 import torch
 
-from aevae import config, data, model, run_stage, stage
+from aevae import config, data, harness, model, run_command
+
+
+def reads(kind: str) -> list[str]:
+    """The params train_<kind> reads: its `params:` in dvc.yaml (tests/test_harness.py holds them equal).
+    The model's own section comes last, if it has one (the AE's `ae`, the VAE's `vae`)."""
+    own = [kind] if kind in {f.name for f in dataclasses.fields(config.Params)} else []
+    return ["data.train_size", "data.binarize", "model", "train", *own]
 
 
 def main(kind):
     p = config.load()
-    with stage.training(kind, p, "train", __file__) as run:
-        train_x, _ = data.load("data/mnist", "train", p.data.train_size)  # images alone
+    with harness.training(kind, p, "train", __file__) as run:
+        train_x, _ = data.load("data/mnist", "train", p.data.train_size)  # An autoencoder needs no labels.
         test_x, _ = data.load("data/mnist", "test")
         net = model.build(kind, p)
-        read = {"data": [p.data.train_size, p.data.binarize], "model": asdict(p.model), "train": asdict(p.train),
-                kind: asdict(getattr(p, kind))}
         # The KL's weight beside each epoch's losses: under warm-up, below beta (evaluate's) until it ends.
         kl_weight = (lambda epoch: {"kl_weight": net.kl_weight(epoch)}) if net.density else None
-        run.fit(net, (train_x,), (data.eval_images(test_x, p.data.binarize, "test"),), read,
+        run.fit(net, (train_x,), (data.eval_images(test_x, p.data.binarize, "test"),), reads(kind),
                 data.batch_transform(p.data.binarize), kl_weight)
         # The AE's sampling density, fitted to the training set's codes (the VAE has its N(0, I)).
         fit = net.fit_prior(data.eval_images(train_x, p.data.binarize, "train").to(run.device),
@@ -30,4 +35,4 @@ def main(kind):
 
 
 if __name__ == "__main__":
-    run_stage(main, model.KINDS)
+    run_command(main, model.KINDS)

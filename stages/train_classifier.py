@@ -2,19 +2,19 @@
 metrics/classifier/train/ with its accuracy and the floor of its Frechet distance: real training
 images against the test set, as close as samples could hope to be."""
 
-from dataclasses import asdict
+from aevae import classifier, config, data, frechet, harness, run_command
 
-from aevae import classifier, config, data, frechet, run_stage, stage
+READS = ["classifier"]  # its `params:` in dvc.yaml (tests/test_harness.py holds them equal)
 
 
 def main():
     p = config.load()
     cfg = p.classifier
-    with stage.training("classifier", p, "classifier", __file__) as run:
+    with harness.training("classifier", p, "classifier", __file__) as run:
         train = data.load("data/mnist", "train", cfg.train_size)
         test = data.load("data/mnist", "test")
         net = classifier.Classifier()
-        last = run.fit(net, train, test, {"classifier": asdict(cfg)})
+        last = run.fit(net, train, test, READS)
         scorer = classifier.for_scoring(net.cpu())
         scorer.reference = frechet.gaussian(classifier.classify(scorer, test[0])[0])
         floor, _ = classifier.classify(scorer, data.load("data/mnist", "train", len(test[0]))[0])
@@ -24,4 +24,4 @@ def main():
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_command(main)

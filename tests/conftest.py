@@ -15,7 +15,7 @@ TINY = {
     "data": {"train_size": 1000},
     "train": {"epochs": 1},
     "classifier": {"train_size": 2000, "epochs": 1},
-    "evaluate": {"iw_samples": 10, "samples": 1000},
+    "evaluate": {"nll_samples": 10, "samples": 1000},
 }
 
 

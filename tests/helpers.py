@@ -4,7 +4,6 @@ import os
 import re
 import subprocess
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -80,13 +79,15 @@ def idx_bytes(array: np.ndarray) -> bytes:
     return header + array.astype(np.uint8).tobytes()
 
 
-def make_model(kind: str, **fields):
-    """Autoencoder `kind` as params.yaml builds it, but for `fields` of its Config (e.g. z_dim=2)."""
+def make_model(kind: str, **params):
+    """Autoencoder `kind` as params.yaml builds it (`from_params`), but for `params`: keys of its `model`
+    or `<kind>` section (e.g. z_dim=2)."""
     from aevae import config, model
 
-    p = config.load(ROOT / "params.yaml")
-    cls = model.KINDS[kind]
-    return cls(cls.Config(**{**asdict(p.model), **asdict(getattr(p, kind)), **fields}))
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for key, value in params.items():
+        raw["model" if key in raw["model"] else kind][key] = list(value) if isinstance(value, tuple) else value
+    return model.KINDS[kind].from_params(config.parse(raw))
 
 
 def outputs(repo):

@@ -35,7 +35,7 @@ def test_the_shipped_params_load():
         ("data", "train_size", 60001, "data.train_size = 60001 is not accepted; expected an int from 1 to 60000"),
         ("data", "binarize", "static", "data.binarize = 'static' is not accepted; expected none or dynamic"),
         ("classifier", "epochs", 0, "classifier.epochs = 0 is not accepted; expected an int >= 1"),
-        ("evaluate", "iw_samples", 0, "evaluate.iw_samples = 0 is not accepted; expected an int >= 1"),
+        ("evaluate", "nll_samples", 0, "evaluate.nll_samples = 0 is not accepted; expected an int >= 1"),
             ("ae", "prior", "flow", "ae.prior = 'flow' is not accepted; expected diagonal, full or gmm"),
     ],
 )
@@ -95,3 +95,15 @@ def test_threads_in_an_old_params_file_names_the_variable_that_replaced_it(raw_p
     assert str(e.value).startswith("params: 'threads' is no longer read: ")
     assert "set the environment variable AEVAE_THREADS instead" in str(e.value)
     assert "delete 'threads' from params.yaml" in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("section, old, new", [("vae", "iw_samples", "iwae_samples"),
+                                               ("evaluate", "iw_samples", "nll_samples")])
+def test_a_renamed_key_is_answered_like_a_misspelt_one_with_its_new_name(raw_params, section, old, new):
+    raw_params[section][old] = raw_params[section].pop(new)  # a params file from before the rename
+    with pytest.raises(UserError) as e:
+        config.parse(raw_params)
+    message = str(e.value)
+    assert message.startswith(f"params: unknown key '{section}.{old}'; did you mean '{section}.{new}'? It was renamed: ")
+    assert new in message.split("; accepted: ")[1].split(", ")  # and the section's keys, as for a typo
+    assert "\n" not in message

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from aevae import DataError, MissingData, MissingModel, UserError, data, download, run_stage
+from aevae import DataError, MissingData, MissingModel, UserError, data, download, run_command
 
 from helpers import MNIST, idx_bytes, needs_mnist
 
@@ -176,7 +176,7 @@ def test_a_stage_words_the_next_action_for_each_typed_error(capsys, error, line)
         raise error
 
     with pytest.raises(SystemExit) as e:
-        run_stage(main)
+        run_command(main)
     assert e.value.code == 2 and capsys.readouterr().err == line + "\n"
 
 

@@ -55,12 +55,12 @@ def test_the_closure_follows_imports_through_the_package():
 
 # The package's layers, bottom first: a module imports only from layers below its own.
 LAYERS = [
-    {"__init__"},  # the errors, and run_stage
+    {"__init__"},  # the errors, and run_command
     {"files", "live"},
-    {"config", "runtime", "data", "download", "checkpoint"},
+    {"config", "runtime", "data", "download", "modelfile"},
     {"likelihoods", "frechet"},
     {"model", "classifier", "train"},
-    {"evaluate", "render", "stage", "summary", "report", "sweep", "runcache"},
+    {"evaluate", "render", "harness", "summary", "report", "sweep", "runcache"},
 ]
 
 

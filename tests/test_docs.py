@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from aevae import summary
+from aevae import UserError, config, summary
 
 from helpers import ROOT
 
@@ -70,3 +70,15 @@ def test_the_model_md5s_in_the_docs_are_the_committed_ones():
                              re.MULTILINE))
     assert set(listed) == {"models/ae.pt", "models/vae.pt", "models/classifier.pt"}
     assert all(committed[path] == md5 for path, md5 in listed.items())
+
+
+def test_the_renamed_params_get_the_errors_docs_models_md_shows(raw_params):
+    rows = re.findall(r"^\| `(\w+)\.(\w+)` \| `\w+\.(\w+)` \| `(.+)` \|$", (ROOT / "docs/models.md").read_text(),
+                      re.MULTILINE)
+    assert {f"{section}.{old}" for section, old, _, _ in rows} == set(config.RENAMED)
+    for section, old, new, line in rows:
+        raw = {**raw_params, section: {**raw_params[section]}}
+        raw[section][old] = raw[section].pop(new)
+        with pytest.raises(UserError) as e:
+            config.parse(raw, "params.yaml")
+        assert str(e.value) == line

@@ -128,7 +128,7 @@ def test_model_metrics_scores_the_models_samples_and_reconstructions_and_times_t
     scorer = classifier.for_scoring(classifier.Classifier())
     x, y = torch.rand(200, 784), torch.arange(200) % 10
     scorer.reference = frechet.gaussian(classifier.classify(scorer, x)[0])
-    cfg = SimpleNamespace(seed=3, iw_samples=20, samples=100)
+    cfg = SimpleNamespace(seed=3, nll_samples=20, samples=100)
     importance_nll = evaluate.importance_nll
 
     def slow_importance_nll(*args):
@@ -140,7 +140,7 @@ def test_model_metrics_scores_the_models_samples_and_reconstructions_and_times_t
     start = time.perf_counter()
     vae_metrics, seconds = evaluate.model_metrics(vae, scorer, (x, y, x, y), cfg)
     assert 0.3 <= seconds < time.perf_counter() - start  # the importance sampling's time, not the call's
-    assert vae_metrics["iw_samples"] == 20 and vae_metrics["nll_is_gaussian"] < vae_metrics["nelbo_gaussian"] + 1
+    assert vae_metrics["nll_samples"] == 20 and vae_metrics["nll_is_gaussian"] < vae_metrics["nelbo_gaussian"] + 1
     ae = make_model("ae", hidden_dims=(32,), z_dim=4)
     ae_metrics, seconds = evaluate.model_metrics(ae, scorer, (x, y, x, y), cfg)
     assert seconds == 0 and "kl" not in ae_metrics and "nll_is_gaussian" not in ae_metrics

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from aevae import MissingModel, UserError, config, model
+from aevae import MissingModel, UserError, classifier, config, model, modelfile
 from aevae.likelihoods import recon_loss, recon_nll
 
 from helpers import ROOT, make_model
@@ -50,7 +50,15 @@ def test_build_follows_the_params(raw_params):
     for kind in KINDS:
         net = model.build(kind, p)
         assert type(net) is model.KINDS[kind] and net.code(torch.rand(2, 784)).shape == (2, 4)
-        assert dataclasses.asdict(net.config) == dataclasses.asdict(p.model) | dataclasses.asdict(getattr(p, kind))
+    # Each Config holds what builds the model, not the params sections: the mlp's widths and no channels.
+    assert model.build("ae", p).config == model.AE.Config(arch="mlp", widths=(64, 32), z_dim=4, prior="diagonal",
+                                                          components=1)
+    assert model.build("vae", p).config == model.VAE.Config(arch="mlp", widths=(64, 32), z_dim=4, likelihood="bernoulli",
+                                                            beta=3.0, kl_warmup_epochs=0, iwae_samples=1)
+    raw_params["model"].update(arch="conv", channels=[8])
+    raw_params["ae"].update(prior="gmm", gmm_components=5)
+    assert model.build("ae", config.parse(raw_params)).config == model.AE.Config(
+        arch="conv", widths=(8,), z_dim=4, prior="gmm", components=5)
     vae = model.build("vae", p)
     assert (vae.config.beta, vae.likelihood, vae.kl_weight()) == (3.0, "bernoulli", 3.0)
     with pytest.raises(UserError, match="unknown model 'gan'; accepted: ae, vae"):
@@ -61,17 +69,18 @@ def test_build_follows_the_params(raw_params):
 
 class Linear(model.Autoencoder):
     """A model added the way a new one is: its class alone (and its entry in KINDS). Deterministic
-    like the AE, linear, and sampled from N(0, I); it reads params.yaml's `model` section only."""
+    like the AE, linear, and sampled from N(0, I). Its Config is the inherited Network (arch, widths,
+    z_dim) from params.yaml's `model` section, which its file records; its encoder reads z_dim alone."""
 
     code_name, prior_name = "codes", "z ~ N(0, I)"
 
-    def __init__(self, config):
-        super().__init__(config)
+    def __init__(self, config: model.Network):
+        super().__init__(config)  # the shared decoder, from the Network
         self.encoder = nn.Linear(784, config.z_dim)
 
     @classmethod
     def from_params(cls, p):
-        return cls(p.model)
+        return cls(cls.Config(**model.Network.args(dataclasses.asdict(p.model))))
 
     def code(self, x):
         return self.encoder(x)
@@ -85,7 +94,7 @@ class Linear(model.Autoencoder):
 
 
 def test_a_model_added_in_its_class_alone_is_built_trained_saved_and_scored(monkeypatch, raw_params, tmp_path):
-    from aevae import classifier, evaluate, train
+    from aevae import evaluate, train
 
     monkeypatch.setitem(model.KINDS, "linear", Linear)
     raw_params["model"].update(hidden_dims=[32], z_dim=3)
@@ -93,11 +102,12 @@ def test_a_model_added_in_its_class_alone_is_built_trained_saved_and_scored(monk
     p = config.parse(raw_params)
     torch.manual_seed(0)
     net = model.build("linear", p)
-    assert type(net) is Linear and net.config is p.model
+    assert type(net) is Linear and net.config == model.Network(arch="mlp", widths=(32,), z_dim=3)
     x = torch.rand(256, 784)
     history = train.fit(net, (x[:192],), (x[192:],), p.train, torch.device("cpu"))
     assert history[-1].means["train"]["loss"] < history[0].means["train"]["loss"]
     model.save(net, tmp_path / "linear.pt")
+    assert torch.load(tmp_path / "linear.pt")["model_args"] == {"arch": "mlp", "widths": [32], "z_dim": 3}
     back = model.load(tmp_path / "linear.pt")
     assert type(back) is Linear and back.config == net.config
     assert torch.equal(back.decode(torch.ones(1, 3)), net.decode(torch.ones(1, 3)))
@@ -240,6 +250,19 @@ def test_em_reports_its_iterations_and_whether_it_converged():
         "em_iterations": fit.iterations, "em_converged": 1}
 
 
+def test_em_that_stops_at_its_cap_says_so_on_stderr_and_in_its_report(monkeypatch, capsys):
+    torch.manual_seed(0)
+    codes = torch.cat([torch.randn(100, 2) - 3, torch.randn(100, 2) + 3]).double()
+    capped = model.gaussian_mixture(codes, 2, torch.Generator().manual_seed(0), iterations=1)
+    monkeypatch.setattr(model, "gaussian_mixture", lambda *args: capped)
+    ae = make_model("ae", hidden_dims=(16,), z_dim=2, prior="gmm", gmm_components=2)
+    ae.code = lambda x: codes[: len(x)].float()
+    assert ae.fit_prior(torch.zeros(len(codes), 784), torch.Generator().manual_seed(0)) == {
+        "em_iterations": 1, "em_converged": 0}
+    assert capsys.readouterr().err == ("ae.prior gmm: EM stopped at its cap of 1 iterations before converging; "
+                                       "the mixture is the last iterate\n")
+
+
 @pytest.mark.parametrize("change, message", [
     ({"data": {"train_size": 1}, "train": {"batch_size": 1}}, r"^data.train_size = 1: .* accepted: data.train_size >= 2$"),
     ({"data": {"train_size": 5}, "train": {"batch_size": 5}, "ae": {"prior": "gmm", "gmm_components": 6}},
@@ -263,8 +286,8 @@ def test_samples_decode_draws_from_the_prior():
 
 
 @pytest.mark.parametrize("kind, arch", [(kind, arch) for kind in KINDS for arch in ("mlp", "conv")])
-def test_checkpoint_round_trip(tmp_path, raw_params, kind, arch):
-    raw_params["vae"].update(beta=2.0, likelihood="continuous_bernoulli", kl_warmup_epochs=3, iw_samples=5)
+def test_model_file_round_trip(tmp_path, raw_params, kind, arch):
+    raw_params["vae"].update(beta=2.0, likelihood="continuous_bernoulli", kl_warmup_epochs=3, iwae_samples=5)
     raw_params["model"].update(hidden_dims=[16, 8], z_dim=4, arch=arch, channels=[4, 8, 16])
     net = model.build(kind, config.parse(raw_params))
     model.save(net, tmp_path / "m.pt")
@@ -274,6 +297,60 @@ def test_checkpoint_round_trip(tmp_path, raw_params, kind, arch):
     z = torch.randn(2, 4)
     assert torch.equal(back.decode(z), net.decode(z))
     assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]  # no temporary left behind
+
+
+FORMAT_1 = ROOT / "tests/data/format1"  # model files written by the code before files had a format
+
+
+def grow_the_params(monkeypatch, raw_params) -> config.Params:
+    """Params with a key added to the `model` section (and its schema), as a new feature would add one."""
+    grown = dataclasses.make_dataclass("ModelParams", [("dropout", float, config.spec("a number in [0, 1)"))],
+                                       bases=(config.ModelParams,), frozen=True)
+    monkeypatch.setattr(config, "ModelParams", grown)  # Params reads its sections' types from the module
+    raw_params["model"]["dropout"] = 0.1
+    return config.parse(raw_params)
+
+
+def test_model_files_of_format_1_and_of_today_load_after_a_key_is_added_to_the_params(monkeypatch, raw_params,
+                                                                                      tmp_path):
+    raw_params["model"].update(hidden_dims=[16], z_dim=2)
+    today = model.build("vae", config.parse(raw_params))
+    model.save(today, tmp_path / "vae.pt")
+    assert grow_the_params(monkeypatch, raw_params).model.dropout == 0.1
+    back = model.load(tmp_path / "vae.pt")
+    assert back.config == today.config and all(torch.equal(a, b) for a, b in
+                                                zip(back.state_dict().values(), today.state_dict().values()))
+    # Format 1 held the params sections whole; each loads as the model it was, with its old outputs.
+    expected = torch.load(FORMAT_1 / "expected.pt")
+    configs = {"ae_mlp_gmm": model.AE.Config(arch="mlp", widths=(16, 8), z_dim=2, prior="gmm", components=3),
+               "vae_conv": model.VAE.Config(arch="conv", widths=(4, 8), z_dim=2, likelihood="bernoulli", beta=2.0,
+                                            kl_warmup_epochs=3, iwae_samples=4)}
+    for name, want in configs.items():
+        old = model.load(FORMAT_1 / f"{name}.pt")
+        assert old.config == want
+        assert torch.equal(old.decode(torch.linspace(-2, 2, 6).view(3, 2)), expected[name]["decoded"])
+        assert torch.equal(old.sample(3, torch.Generator().manual_seed(0)), expected[name]["sample"])
+        model.save(old, tmp_path / f"{name}.pt")  # and written again in today's format
+        assert torch.load(tmp_path / f"{name}.pt")["format"] == modelfile.FORMAT
+
+
+def test_a_classifier_file_of_format_1_loads(tmp_path):
+    net = classifier.Classifier()
+    torch.save({"kind": "classifier", "args": {}, "state_dict": net.state_dict()}, tmp_path / "classifier.pt")
+    back = classifier.load(tmp_path / "classifier.pt")
+    assert all(torch.equal(a, b) for a, b in zip(back.state_dict().values(), net.state_dict().values()))
+
+
+def test_a_model_file_of_an_unknown_format_is_one_line_naming_it_and_what_to_do(tmp_path):
+    net = make_model("ae", hidden_dims=(8,), z_dim=2)
+    model.save(net, tmp_path / "ae.pt")
+    saved = torch.load(tmp_path / "ae.pt")
+    torch.save({**saved, "format": 3}, tmp_path / "ae.pt")
+    with pytest.raises(UserError) as e:
+        model.load(tmp_path / "ae.pt")
+    assert str(e.value) == (f"{tmp_path / 'ae.pt'}: model file format 3 is not one this code reads (accepted: 1 to "
+                            f"{modelfile.FORMAT}); load it with the aevae that wrote it, or retrain it: "
+                            "dvc repro -f train_ae")
 
 
 def test_a_missing_model_is_a_typed_error_naming_the_file(tmp_path):
@@ -330,7 +407,7 @@ def test_iwae_with_one_sample_is_the_elbo_and_more_samples_bound_tighter():
 
     losses = {}
     for k in (1, 5, 50):
-        iwae = model.VAE(dataclasses.replace(net.config, iw_samples=k))
+        iwae = model.VAE(dataclasses.replace(net.config, iwae_samples=k))
         iwae.load_state_dict(net.state_dict())
         torch.manual_seed(3)
         losses[k] = sum(iwae.loss(x).loss.item() for _ in range(20)) / 20

@@ -52,7 +52,7 @@ def test_repro_runs_every_stage_and_writes_every_output(ran_repo, ran_log):
     common = {"mse", "bce", "loss", "recon", "active_units", "probe_accuracy", "frechet_samples", "confident_samples",
               "frechet_reconstructions", "classifier_accuracy_reconstructions"}
     assert set(ae) == common
-    assert set(vae) == common | {"kl", "nelbo_gaussian", "nll_is_gaussian", "iw_samples"} and vae["iw_samples"] == 10
+    assert set(vae) == common | {"kl", "nelbo_gaussian", "nll_is_gaussian", "nll_samples"} and vae["nll_samples"] == 10
     assert vae["loss"] == pytest.approx(vae["mse"] + vae["kl"]) and vae["recon"] == vae["mse"]  # gaussian
     for kind, m in (("ae", ae), ("vae", vae)):  # a point per run for the scatter plots
         (point,) = json.loads((ran_repo / f"plots/{kind}/point.json").read_text())
@@ -92,7 +92,7 @@ def test_an_experiment_reruns_only_what_its_params_reach(ran_repo):
       "quadrature_change_at_half_step", "quadrature_edge_to_peak", "is_gap_mean", "is_gap_sd_of_mean",
       "is_gap_over_10_nats", "is_gap_below_noise"}),
     # the IWAE objective and KL warm-up, on the literature's binarised digits
-    (["vae.iw_samples=3", "vae.kl_warmup_epochs=2", "train.epochs=2", "vae.likelihood=bernoulli",
+    (["vae.iwae_samples=3", "vae.kl_warmup_epochs=2", "train.epochs=2", "vae.likelihood=bernoulli",
       "data.binarize=dynamic"], {"nelbo_bernoulli", "nll_is_bernoulli"}),
     # both autoencoders trained with bf16 matmuls (emulated, and slow, on a CPU without AVX-512 BF16 or AMX)
     (["train.precision=bf16"], {"nelbo_gaussian", "nll_is_gaussian"}),

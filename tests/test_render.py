@@ -88,6 +88,17 @@ def test_the_losses_figure_draws_each_models_train_and_test_curves_and_no_kl_for
         assert ax.get_xlabel() == "epoch" and all(float(t).is_integer() for t in ax.get_xticks())
 
 
+def test_the_losses_figure_draws_every_model_however_many_each_in_its_own_colour():
+    models = {name: curves([40 - i, 30 - i], [30 - i, 20 - i], [10, 10]) for i, name in enumerate(["AE", "VAE", "Linear"])}
+    fig = render.losses_figure(models)
+    for ax in fig.axes:
+        lines = ax.get_lines()
+        assert [line.get_label() for line in lines] == [f"{n} {s}" for n in models for s in ("train", "test")]
+        colours = [line.get_color() for line in lines]
+        assert colours[::2] == colours[1::2] and len(set(colours)) == 3  # train and test alike, models apart
+        assert [text.get_text() for text in ax.get_legend().get_texts()] == [line.get_label() for line in lines]
+
+
 def test_the_manifold_grid_is_the_gaussians_quantiles_and_its_figure_names_them(tmp_path):
     z = render.manifold_grid(20)
     assert z.shape == (20,) and torch.all(z[1:] > z[:-1]) and torch.allclose(z, -z.flip(0), atol=1e-6)

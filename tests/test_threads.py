@@ -32,7 +32,7 @@ def run_stages(folder, raw_params, threads):
     raw_params["data"]["train_size"] = 1000
     raw_params["train"]["epochs"] = 2
     raw_params["classifier"] |= {"train_size": 1000, "epochs": 1}
-    raw_params["evaluate"] |= {"iw_samples": 20, "samples": 500}
+    raw_params["evaluate"] |= {"nll_samples": 20, "samples": 500}
     write_params(folder, raw_params)
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), AEVAE_THREADS=str(threads))
     for stage in STAGES:

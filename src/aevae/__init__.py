@@ -1,7 +1,8 @@
 """AE vs VAE on MNIST: models, data, training and evaluation behind a DVC pipeline.
 
-The package's modules raise the typed errors below and name no DVC stage; `run_stage`, which every
-stage runs under, words the next action in the pipeline's terms (dvc.yaml's stages)."""
+The package's modules raise the typed errors below and name no DVC stage; `run_command`, which every
+stage script and command line runs under, words the next action in the pipeline's terms (dvc.yaml's
+stages)."""
 
 import os
 import sys
@@ -40,10 +41,10 @@ def next_step(e: UserError) -> str:
     return ""
 
 
-def run_stage(main, kinds=None):
-    """Run a stage's main(), or main(kind) for a stage that takes one of `kinds` as its argument;
-    a UserError becomes one line on stderr (with the next step, `next_step`) and exit code 2, not a
-    traceback."""
+def run_command(main, kinds=None):
+    """Run a command's main() (a stage script's, or a `python -m aevae.<module>`'s), or main(kind) for
+    one that takes one of `kinds` as its argument. A UserError becomes one line on stderr, with the
+    next step (`next_step`), and exit code 2, not a traceback."""
     try:
         if kinds is None:
             return main()

@@ -7,7 +7,6 @@ to the test set's features and by how confidently the classifier labels the samp
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
@@ -15,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aevae import checkpoint
+from aevae import modelfile
 
 
 class ClassifierLosses(NamedTuple):
@@ -28,13 +27,8 @@ class Classifier(nn.Module):
     fitted to the test set's features (`reference`), which every Frechet distance is taken against:
     computed once, when it is trained, not again by every evaluation."""
 
-    @dataclass(frozen=True)
-    class Config:
-        """Empty: the network takes no params, but its model file is read like an autoencoder's."""
-
-    def __init__(self, config: Classifier.Config | None = None):
+    def __init__(self):
         super().__init__()
-        self.config = config or self.Config()
         self.register_buffer("reference_mean", torch.zeros(128, dtype=torch.float64))
         self.register_buffer("reference_cov", torch.zeros(128, 128, dtype=torch.float64))
         self.features = nn.Sequential(
@@ -80,9 +74,10 @@ def classify(classifier: Classifier, x: torch.Tensor, batch_size: int = 100) -> 
 
 
 def save(model: Classifier, path: str | Path) -> None:
-    checkpoint.save(model, "classifier", path)
+    """The model file (aevae.modelfile), with no model args: the network takes no params."""
+    modelfile.save(path, "classifier", {}, model)
 
 
 def load(path: str | Path | BinaryIO, device: str | torch.device = "cpu") -> Classifier:
     """The classifier saved at `path`, `for_scoring` on `device`."""
-    return for_scoring(checkpoint.load(path, {"classifier": Classifier}, device))
+    return for_scoring(modelfile.load(path, {"classifier": lambda args, version: Classifier()}, device))

@@ -72,7 +72,7 @@ class VAEParams:
     likelihood: Literal["gaussian", "bernoulli", "continuous_bernoulli"] = spec(
         "gaussian, bernoulli or continuous_bernoulli")
     kl_warmup_epochs: int = spec("an int >= 0", lambda v: v >= 0)
-    iw_samples: int = spec("an int >= 1", lambda v: v >= 1)
+    iwae_samples: int = spec("an int >= 1", lambda v: v >= 1)
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ class AEParams:
 @dataclass(frozen=True)
 class EvaluateParams:
     seed: int = spec("an int >= 0", lambda v: v >= 0)
-    iw_samples: int = spec("an int >= 1", lambda v: v >= 1)
+    nll_samples: int = spec("an int >= 1", lambda v: v >= 1)
     samples: int = spec("an int >= 2", lambda v: v >= 2)
     quadrature_range: float = spec("a number > 0", lambda v: v > 0)
     quadrature_step: float = spec("a number > 0", lambda v: v > 0)
@@ -146,6 +146,14 @@ RETIRED = {
 }
 
 
+# Keys that were renamed, with what tells the new name apart: the old one is answered as a misspelling.
+RENAMED = {
+    "vae.iw_samples": ("vae.iwae_samples", "IWAE's k in training, not evaluate.nll_samples (the NLL estimate's)"),
+    "evaluate.iw_samples": ("evaluate.nll_samples",
+                            "the NLL estimate's importance samples, not vae.iwae_samples (IWAE's k in training)"),
+}
+
+
 def _build(cls, raw, prefix: str):
     names = [f.name for f in dataclasses.fields(cls)]
     where = prefix.rstrip(".") or "the file"
@@ -157,6 +165,9 @@ def _build(cls, raw, prefix: str):
         if key not in names:
             near = difflib.get_close_matches(str(key), names, n=1)
             hint = f"did you mean '{prefix}{near[0]}'? " if near else ""
+            if f"{prefix}{key}" in RENAMED:
+                new, why = RENAMED[prefix + key]
+                hint = f"did you mean '{new}'? It was renamed: {why}; "
             raise UserError(f"unknown key '{prefix}{key}'; {hint}accepted: {', '.join(names)}")
     hints = typing.get_type_hints(cls)
     values = {}

@@ -55,11 +55,13 @@ def binarized(x: torch.Tensor, seed: int) -> torch.Tensor:
 
 def eval_images(x: torch.Tensor, binarize: str, split: str) -> torch.Tensor:
     """The images of `split` (train or test) as an autoencoder trained with `data.binarize` sees them
-    outside training: grey, or, when training binarises every batch anew, binarised once, from a
-    stream of the split's own: one shared stream would give equal grey levels in the two sets equal draws."""
+    outside training. They stay grey unless training binarises every batch anew; then they are binarised
+    once, each split from a random stream of its own, because one shared stream would give a training
+    image and a test image with the same grey levels the same draws."""
     return binarized(x, seed=list(SPLITS).index(split)) if binarize == "dynamic" else x
 
 
 def batch_transform(binarize: str):
-    """What every training batch goes through (aevae.train.fit's `transform`): nothing, or a fresh binarisation."""
+    """The function every training batch goes through (aevae.train.fit's `transform`). Under dynamic
+    binarisation it draws each batch's pixels anew; otherwise there is none, and batches stay grey."""
     return torch.bernoulli if binarize == "dynamic" else None

@@ -255,10 +255,10 @@ def model_metrics(model: Autoencoder, classifier: Classifier, inputs, cfg) -> tu
     is_seconds = 0.0
     if model.density:
         start = time.perf_counter()
-        nll_is = importance_nll(model, test_x, cfg.iw_samples)
+        nll_is = importance_nll(model, test_x, cfg.nll_samples)
         out[f"nll_is_{model.likelihood}"] = nll_is.nll.mean().item()
         is_seconds = time.perf_counter() - start
-        out["iw_samples"] = cfg.iw_samples
+        out["nll_samples"] = cfg.nll_samples
         if model.config.z_dim == 2:  # small enough to integrate over
             out |= quadrature_metrics(model, test_x, nll_is, cfg)
     out["active_units"] = active_units(test_z)

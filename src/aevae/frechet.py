@@ -17,8 +17,10 @@ def gaussian(feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def distance(a: tuple[torch.Tensor, torch.Tensor], b: tuple[torch.Tensor, torch.Tensor]) -> float:
     """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^1/2) between two Gaussians (`gaussian`'s)."""
     (mu_a, s_a), (mu_b, s_b) = a, b
-    with one_thread():  # LAPACK's eigensolvers split their sums by thread count: the same bits at any
-        # Tr (S_a S_b)^1/2 = Tr (S_a^1/2 S_b S_a^1/2)^1/2, whose matrix is symmetric: eigenvalues, no sqrtm.
+    # LAPACK's eigensolvers split their sums by thread count; on one thread, every count gives the same bits.
+    with one_thread():
+        # Tr (S_a S_b)^1/2 = Tr (S_a^1/2 S_b S_a^1/2)^1/2, and that matrix is symmetric, so eigenvalues
+        # give its square root (Dowson & Landau 1982); no general matrix square root is needed.
         vals, vecs = torch.linalg.eigh(s_a)
         root_a = vecs @ torch.diag(vals.clamp(min=0).sqrt()) @ vecs.T
         cross = torch.linalg.eigvalsh(root_a @ s_b @ root_a).clamp(min=0).sqrt().sum()

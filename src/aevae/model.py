@@ -1,13 +1,16 @@
 """The autoencoders: one interface, which evaluation, rendering, the bench and the tests use without
 knowing which model they hold, and KINDS, the registry that `build` and `load` find a model's class in.
 
-Each model is built from one frozen object, its `Config`: the params.yaml sections it reads. A new
-model is a subclass of Autoencoder with its `Config` and `from_params`, and an entry in KINDS.
+Each model is built from one frozen object, its `Config`: the few values that make its networks and
+its objective, filled in from params.yaml by `from_params` and recorded in its model file
+(aevae.modelfile). A new model is a subclass of Autoencoder with its `Config` and `from_params`, and an
+entry in KINDS (docs/architecture.md walks through one).
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
@@ -15,8 +18,8 @@ from typing import BinaryIO, NamedTuple
 import torch
 from torch import nn
 
-from aevae import UserError, checkpoint
-from aevae.config import AEParams, ModelParams, Params, VAEParams
+from aevae import UserError, modelfile
+from aevae.config import Params
 from aevae.likelihoods import GAUSSIAN_NLL_CONSTANT, IMAGE_DIM, IMAGE_SIDE, LOG_2PI, mean_image, recon_loss, recon_nll
 from aevae.runtime import one_thread
 
@@ -38,30 +41,50 @@ class AutoencoderLosses(NamedTuple):
     kl: torch.Tensor
 
 
-def encoder(config: ModelParams) -> tuple[list[nn.Module], int]:
+@dataclass(frozen=True)
+class Network:
+    """What makes the encoder and the decoder every autoencoder shares: params.yaml's `model` section,
+    less what its arch does not read. `widths` are the mlp's hidden layers or the conv's channels."""
+
+    arch: str  # mlp | conv
+    widths: tuple[int, ...]
+    z_dim: int
+
+    def __post_init__(self):  # A model file holds lists; the Config holds tuples, as the params do.
+        object.__setattr__(self, "widths", tuple(self.widths))
+
+    @staticmethod
+    def args(model: dict) -> dict:
+        """The Network fields of params.yaml's `model` section (as a dict), which a format-1 file held whole."""
+        arch = model["arch"]
+        widths = model["hidden_dims"] if arch == "mlp" else model["channels"]
+        return {"arch": arch, "widths": widths, "z_dim": model["z_dim"]}
+
+
+def encoder(config: Network) -> tuple[list[nn.Module], int]:
     """The encoder's layers, from flat images to its last hidden features (after a ReLU), and their
-    width. mlp: a linear layer per `hidden_dims`; conv: a 4x4, stride-2 convolution per `channels`."""
+    width. mlp: a linear layer per width; conv: a 4x4, stride-2 convolution per width (its channels)."""
     layers = []
     if config.arch == "mlp":
         width = IMAGE_DIM
-        for d in config.hidden_dims:
+        for d in config.widths:
             layers += [nn.Linear(width, d), nn.ReLU()]
             width = d
         return layers, width
     c, side = 1, IMAGE_SIDE
     layers.append(nn.Unflatten(1, (1, side, side)))
-    for d in config.channels:
+    for d in config.widths:
         layers += [nn.Conv2d(c, d, 4, stride=2, padding=1), nn.ReLU()]
         c, side = d, side // 2
     return layers + [nn.Flatten()], c * side * side
 
 
-def decoder(config: ModelParams) -> nn.Sequential:
+def decoder(config: Network) -> nn.Sequential:
     """The encoder mirrored, from z to one logit per pixel."""
-    z_dim, channels = config.z_dim, config.channels
+    z_dim, channels = config.z_dim, config.widths
     if config.arch == "mlp":
         layers, width = [], z_dim
-        for d in reversed(config.hidden_dims):
+        for d in reversed(config.widths):
             layers += [nn.Linear(width, d), nn.ReLU()]
             width = d
         return nn.Sequential(*layers, nn.Linear(width, IMAGE_DIM))
@@ -99,21 +122,22 @@ class Autoencoder(nn.Module):
     `prior_sample` and the class attributes below; the decoder, the loss, reconstruction and sampling
     are shared.
 
-    `Config` is the frozen dataclass the model is built from (`config`), holding at least params.yaml's
-    `model` section (config.ModelParams: the networks); a model file stores it (`save`).
+    `Config` is the frozen dataclass the model is built from (`config`): a Network, and whatever else
+    the model's own layers and objective need. A model file records it (`save`), and a class whose
+    files once held another record says how to read it (`Config.upgrade`).
     `density` says whether the model defines p(x), so that its KL, ELBO and importance-sampled
     likelihood exist; `code_name` and `prior_name` caption its codes and its samples in figures.
     `epoch`, where a method takes it, is the training epoch (from 1) for an objective that changes
     during training (KL warm-up); None, the default, is the trained model's objective.
     """
 
-    Config = ModelParams
+    Config = Network
     density = False
     code_name = "codes"
     prior_name = "prior"
     likelihood = "gaussian"
 
-    def __init__(self, config: ModelParams):
+    def __init__(self, config: Network):
         super().__init__()
         self.config = config
         self.decoder = decoder(config)
@@ -177,8 +201,15 @@ class AE(Autoencoder):
     keeps: a mixture of full-covariance Gaussians, of one component for `diagonal` and `full`."""
 
     @dataclass(frozen=True)
-    class Config(AEParams, ModelParams):
-        """params.yaml's `model` and `ae` sections, in one object."""
+    class Config(Network):
+        prior: str  # ae.prior: diagonal | full | gmm
+        components: int  # of the fitted mixture: ae.gmm_components under gmm, else 1
+
+        @classmethod
+        def upgrade(cls, args: dict) -> AE.Config:
+            """The Config of a format-1 file, which held params.yaml's `model` and `ae` sections."""
+            return cls(**Network.args(args), prior=args["prior"],
+                       components=args["gmm_components"] if args["prior"] == "gmm" else 1)
 
     PRIOR_NAMES = {"diagonal": "diagonal Gaussian", "full": "full-covariance Gaussian", "gmm": "Gaussian mixture"}
 
@@ -188,7 +219,7 @@ class AE(Autoencoder):
         layers, width = encoder(config)
         z_dim = config.z_dim
         self.encoder = nn.Sequential(*layers, nn.Linear(width, z_dim))
-        k = config.gmm_components if config.prior == "gmm" else 1
+        k = config.components
         self.register_buffer("prior_weights", torch.full((k,), 1 / k))
         self.register_buffer("prior_means", torch.zeros(k, z_dim))
         self.register_buffer("prior_chol", torch.eye(z_dim).expand(k, z_dim, z_dim).clone())  # covariance = L L^T
@@ -202,7 +233,8 @@ class AE(Autoencoder):
         if p.ae.prior == "gmm" and p.ae.gmm_components > p.data.train_size:
             raise UserError(f"ae.gmm_components = {p.ae.gmm_components} is more than data.train_size = "
                             f"{p.data.train_size} codes to fit them to; accepted: at most data.train_size")
-        return cls(cls.Config(**asdict(p.model), **asdict(p.ae)))
+        components = p.ae.gmm_components if p.ae.prior == "gmm" else 1
+        return cls(cls.Config(**Network.args(asdict(p.model)), prior=p.ae.prior, components=components))
 
     @torch.no_grad()
     def fit_prior(self, x: torch.Tensor, generator: torch.Generator) -> dict[str, float]:
@@ -214,7 +246,7 @@ class AE(Autoencoder):
         codes = torch.cat([self.code(xb) for xb in x.split(5000)]).double()
         prior, report = self.config.prior, {}
         if prior == "gmm":
-            fit = gaussian_mixture(codes, self.config.gmm_components, generator)
+            fit = gaussian_mixture(codes, self.config.components, generator)
             weights, means, covs = fit.weights, fit.means, fit.covs
             report = {"em_iterations": fit.iterations, "em_converged": int(fit.converged)}
             if not fit.converged:
@@ -247,13 +279,22 @@ class VAE(Autoencoder):
     """The variational autoencoder: q(z|x) = N(mu, diag(exp(logvar))), a N(0, I) prior, loss = recon + beta KL.
 
     `kl_warmup_epochs` > 0 ramps the KL weight linearly from 0 up to beta over that many epochs
-    (Bowman et al. 2016). `iw_samples` = k > 1 trains on the importance-weighted bound of k samples
+    (Bowman et al. 2016). `iwae_samples` = k > 1 trains on the importance-weighted bound of k samples
     (IWAE, Burda et al. 2015) in place of the ELBO; k = 1 is the ELBO, the same code path as ever.
     """
 
     @dataclass(frozen=True)
-    class Config(VAEParams, ModelParams):
-        """params.yaml's `model` and `vae` sections, in one object."""
+    class Config(Network):
+        likelihood: str  # vae.likelihood: gaussian | bernoulli | continuous_bernoulli
+        beta: float  # the KL term's weight
+        kl_warmup_epochs: int
+        iwae_samples: int  # k of the training bound: 1 is the ELBO
+
+        @classmethod
+        def upgrade(cls, args: dict) -> VAE.Config:
+            """The Config of a format-1 file, which held params.yaml's `model` and `vae` sections."""
+            return cls(**Network.args(args), likelihood=args["likelihood"], beta=args["beta"],
+                       kl_warmup_epochs=args["kl_warmup_epochs"], iwae_samples=args["iw_samples"])
 
     density = True
     code_name = "posterior means"
@@ -268,7 +309,9 @@ class VAE(Autoencoder):
 
     @classmethod
     def from_params(cls, p: Params) -> VAE:
-        return cls(cls.Config(**asdict(p.model), **asdict(p.vae)))
+        v = p.vae
+        return cls(cls.Config(**Network.args(asdict(p.model)), likelihood=v.likelihood, beta=v.beta,
+                              kl_warmup_epochs=v.kl_warmup_epochs, iwae_samples=v.iwae_samples))
 
     @property
     def likelihood(self) -> str:
@@ -295,7 +338,7 @@ class VAE(Autoencoder):
         return kl_weight(self.config.beta, self.config.kl_warmup_epochs, epoch)
 
     def loss(self, x: torch.Tensor, epoch: int | None = None) -> AutoencoderLosses:
-        k = self.config.iw_samples
+        k = self.config.iwae_samples
         if k == 1:
             return super().loss(x, epoch)
         mu, logvar = self.encode(x)
@@ -389,9 +432,17 @@ def build(kind: str, p: Params) -> Autoencoder:
 
 
 def save(model: Autoencoder, path: str | Path) -> None:
+    """The model file: its kind, its Config's fields (nanoGPT's `model_args`) and its weights."""
     kind = next(k for k, cls in KINDS.items() if type(model) is cls)
-    checkpoint.save(model, kind, path)
+    modelfile.save(path, kind, asdict(model.config), model)
+
+
+def from_file(cls: type[Autoencoder], args: dict, version: int) -> Autoencoder:
+    """The untrained model of class `cls` that a model file's args (of format `version`) describe."""
+    return cls(cls.Config(**args) if version == modelfile.FORMAT else cls.Config.upgrade(args))
 
 
 def load(path: str | Path | BinaryIO, device: str | torch.device = "cpu") -> Autoencoder:
-    return checkpoint.load(path, KINDS, device)
+    """The autoencoder saved at `path` by `save`, of any kind in KINDS, in eval mode on `device`."""
+    builders = {kind: lambda args, version, cls=cls: from_file(cls, args, version) for kind, cls in KINDS.items()}
+    return modelfile.load(path, builders, device)

@@ -4,9 +4,11 @@ Models come in through the Autoencoder interface (aevae.model) and are used with
 
 from __future__ import annotations
 
+from itertools import cycle
 from pathlib import Path
 
 import torch
+from matplotlib.colors import TABLEAU_COLORS
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from torchvision.utils import make_grid
@@ -121,7 +123,7 @@ def losses_figure(curves: dict[str, dict[str, tuple[list[int], list[float]]]]) -
     axes = fig.subplots(1, 3)
     panels = [("loss", "Objective per image"), ("recon", "Reconstruction term per image"), ("kl", "KL term per image")]
     for ax, (term, title) in zip(axes, panels):
-        for (name, model_curves), color in zip(curves.items(), ["tab:blue", "tab:orange"]):
+        for (name, model_curves), color in zip(curves.items(), cycle(TABLEAU_COLORS)):  # any number of models
             if term == "kl" and not any(model_curves["train/kl"][1]):
                 continue  # the AE has no KL term
             ax.plot(*model_curves[f"train/{term}"], "--", color=color, label=f"{name} train")

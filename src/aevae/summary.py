@@ -28,14 +28,14 @@ from typing import NamedTuple
 
 import yaml
 
-from aevae import UserError, run_stage
+from aevae import UserError, run_command
 from aevae.files import write_json
 
 HEADLINE = ["frechet_samples", "confident_samples", "mse", "kl", "active_units", "probe_accuracy", "nll_is_gaussian"]
 SWEEP = "dvc exp run --queue -S 'train.seed=range(1,3)' && dvc queue start"
 
 
-class Run(NamedTuple):
+class Experiment(NamedTuple):
     name: str
     params: dict[str, object]  # flattened: "vae.beta" -> 1.0
     metrics: dict[str, dict[str, float]]  # model -> metric -> value, from metrics/<model>/evaluate.json
@@ -59,7 +59,7 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
     return out
 
 
-def runs(shown: list[dict]) -> list[Run]:
+def experiments(shown: list[dict]) -> list[Experiment]:
     """The committed baseline and every finished experiment in `dvc exp show --json`'s output."""
     found = []
     for baseline in shown:
@@ -74,7 +74,7 @@ def runs(shown: list[dict]) -> list[Run]:
                        if path.startswith("metrics/") and path.endswith("/evaluate.json")}
             params = flatten((data.get("params") or {}).get("params.yaml", {}).get("data") or {})
             if metrics and params:
-                found.append(Run(name, params, metrics, baseline=i == 0))
+                found.append(Experiment(name, params, metrics, baseline=i == 0))
     return found
 
 
@@ -82,7 +82,7 @@ def is_seed(key: str) -> bool:
     return key.rsplit(".", 1)[-1] == "seed"
 
 
-def groups(found: list[Run]) -> dict[tuple, list[Run]]:
+def groups(found: list[Experiment]) -> dict[tuple, list[Experiment]]:
     """The runs by their params less the seeds and the settings that change no byte (`no_bytes`);
     within a group, a seed combination counts once, and a second run of it is said on stderr."""
     out = defaultdict(dict)
@@ -113,12 +113,12 @@ def mean_sd(values: list[float]) -> str:
     return f"{round(mean, digits):.{max(0, digits)}f} ± {round(sd, digits):.{max(0, digits)}f}"
 
 
-def cell(group: list[Run], model: str, metric: str) -> str:
+def cell(group: list[Experiment], model: str, metric: str) -> str:
     values = [run.metrics[model][metric] for run in group if metric in run.metrics.get(model, {})]
     return mean_sd(values) if values and len(values) == len(group) else "–"
 
 
-def sweep_table(by_group: dict[tuple, list[Run]], model: str, metrics: list[str]) -> str:
+def sweep_table(by_group: dict[tuple, list[Experiment]], model: str, metrics: list[str]) -> str:
     """One model's figures, a row per group (its params that differ between groups) and a column per metric."""
     varied = varied_keys(by_group)
     lines = ["| " + " | ".join([*varied, "n", *metrics]) + " |", "|" + " ---: |" * (len(varied) + 1 + len(metrics))]
@@ -136,12 +136,12 @@ def order(value) -> tuple:
     return (1, 0, str(value))
 
 
-def varied_keys(by_group: dict[tuple, list[Run]]) -> list[str]:
+def varied_keys(by_group: dict[tuple, list[Experiment]]) -> list[str]:
     keys = sorted({k for key in by_group for k, _ in key})
     return [k for k in keys if len({dict(key).get(k) for key in by_group}) > 1]
 
 
-def table(group: list[Run], metrics: list[str]) -> str:
+def table(group: list[Experiment], metrics: list[str]) -> str:
     models = sorted({m for run in group for m in run.metrics})
     lines = [f"| metric (n = {len(group)}) | " + " | ".join(m.upper() for m in models) + " |",
              "| --- |" + " ---: |" * len(models)]
@@ -152,7 +152,7 @@ def table(group: list[Run], metrics: list[str]) -> str:
     return "\n".join(lines)
 
 
-def summarize(found: list[Run], metrics: list[str], all_groups: bool = False, model: str | None = None) -> str:
+def summarize(found: list[Experiment], metrics: list[str], all_groups: bool = False, model: str | None = None) -> str:
     if not found:
         raise UserError(f"no finished runs with metrics/<model>/evaluate.json here; run the pipeline ('dvc repro'), "
                         f"then a seed sweep: {SWEEP}")
@@ -177,7 +177,7 @@ def summarize(found: list[Run], metrics: list[str], all_groups: bool = False, mo
     return "\n\n".join(parts) + "\n"
 
 
-def select(found: list[Run], where: list[str]) -> list[Run]:
+def select(found: list[Experiment], where: list[str]) -> list[Experiment]:
     """The runs whose params match every KEY=VALUE of `where` (values compared as YAML reads them)."""
     for condition in where:
         key, sep, value = condition.partition("=")
@@ -200,12 +200,12 @@ def exp_show() -> list[dict]:
     return json.loads(run.stdout)
 
 
-def load(path: str) -> list[Run]:
+def load(path: str) -> list[Experiment]:
     try:
         saved = json.loads(Path(path).read_text())
         if not isinstance(saved, list):
             raise ValueError("not a list of runs")
-        return [Run(r["name"], {k: tuple(v) if isinstance(v, list) else v for k, v in r["params"].items()},
+        return [Experiment(r["name"], {k: tuple(v) if isinstance(v, list) else v for k, v in r["params"].items()},
                     r["metrics"], r.get("baseline", False)) for r in saved]
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise UserError(f"{path}: not a file that --save wrote ({e}); make one with "
@@ -220,7 +220,7 @@ def fill(page: Path) -> None:
     """Rewrite every generated table in `page` from the options in its marker."""
     def table_for(match):
         opts = parser().parse_args(shlex.split(match[2]))
-        found = select(load(opts.load) if opts.load else runs(exp_show()), opts.where)
+        found = select(load(opts.load) if opts.load else experiments(exp_show()), opts.where)
         return match[1] + summarize(found, opts.metrics.split(","), opts.all, opts.model) + match[4]
 
     page.write_text(TABLE.sub(table_for, page.read_text()))
@@ -246,11 +246,11 @@ def main():
         for page in args.fill:
             fill(page)
         return
-    found = select(load(args.load) if args.load else runs(exp_show()), args.where)
+    found = select(load(args.load) if args.load else experiments(exp_show()), args.where)
     if args.save:
         write_json(args.save, [r._asdict() for r in found])
     sys.stdout.write(summarize(found, args.metrics.split(","), args.all, args.model))
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_command(main)

@@ -85,10 +85,10 @@ class Checkpoint:
 
 def checkpoint_for(name: str, params: dict, script: str | Path, device: torch.device,
                    data_dir: str | Path = "data/mnist") -> Checkpoint:
-    """Training stage `name`'s checkpoint, checkpoints/<name>.pt (ignored by git, untouched by DVC),
-    stamped with `params` (the sections the stage reads), the device they resolved to (`auto` is a
-    CPU here and CUDA there, with other generators), the torch version, the package's code, the
-    stage's script and the data: what, changed, would train other bytes."""
+    """Training stage `name`'s checkpoint, checkpoints/<name>.pt, which git ignores and DVC never sees.
+    Its stamp covers everything whose change would train other bytes: `params` (the values the stage
+    reads), the device they resolved to (`auto` is a CPU on one machine and CUDA on another, with other
+    random generators), the torch version, the package's code, the stage's script and the data."""
     files = [*Path(__file__).parent.glob("*.py"), script, *Path(data_dir).iterdir()]
     run = {"params": params, "device": device.type, "torch": torch.__version__}
     return Checkpoint(Path("checkpoints") / f"{name}.pt", stamp(run, files))
