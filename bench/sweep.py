@@ -62,8 +62,9 @@ def small_pipeline(path: Path, train_size: int, epochs: int) -> None:
         sh(path, *cmd)
 
 
-def experiments(repo: Path) -> int:
-    """The experiment refs, refs/exps/ab/cdef…/<name>, without DVC's own bookkeeping refs beside them."""
+def experiment_count(repo: Path) -> int:
+    """How many experiment refs (refs/exps/ab/cdef…/<name>) the repo holds, not counting DVC's own
+    bookkeeping refs beside them."""
     refs = sh(repo, "git", "for-each-ref", "--format=%(refname)", "refs/exps/").split()
     return sum(len(r.split("/")) == 5 and len(r.split("/")[2]) == 2 for r in refs)
 
@@ -103,7 +104,7 @@ def main():
         times["aevae.sweep again: every experiment there"], _ = timed(ways["sweep"], *sweep)
         sh(ways["sweep"], "dvc", "exp", "remove", "-A")
         times["aevae.sweep again: refs gone, run-cache there"], again = timed(ways["sweep"], *sweep)
-        counts = {w: experiments(path) for w, path in ways.items()}
+        counts = {w: experiment_count(path) for w, path in ways.items()}
 
     cores = len(os.sched_getaffinity(0))
     print(f"{len(betas)} experiments of vae.beta, {args.train_size} training images, {args.epochs} epoch(s); "
