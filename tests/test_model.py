@@ -328,8 +328,12 @@ def test_model_files_of_format_1_and_of_today_load_after_a_key_is_added_to_the_p
     for name, want in configs.items():
         old = model.load(FORMAT_1 / f"{name}.pt")
         assert old.config == want
-        assert torch.equal(old.decode(torch.linspace(-2, 2, 6).view(3, 2)), expected[name]["decoded"])
-        assert torch.equal(old.sample(3, torch.Generator().manual_seed(0)), expected[name]["sample"])
+        saved = torch.load(FORMAT_1 / f"{name}.pt")["state_dict"]
+        assert old.state_dict().keys() == saved.keys()
+        assert all(torch.equal(old.state_dict()[k], saved[k]) for k in saved)  # every weight, as written
+        # The outputs of the code that wrote them, to float32's rounding: another CPU's kernels round otherwise.
+        torch.testing.assert_close(old.decode(torch.linspace(-2, 2, 6).view(3, 2)), expected[name]["decoded"])
+        torch.testing.assert_close(old.sample(3, torch.Generator().manual_seed(0)), expected[name]["sample"])
         model.save(old, tmp_path / f"{name}.pt")  # and written again in today's format
         assert torch.load(tmp_path / f"{name}.pt")["format"] == modelfile.FORMAT
 

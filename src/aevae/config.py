@@ -163,11 +163,12 @@ def _build(cls, raw, prefix: str):
         if f"{prefix}{key}" in RETIRED:
             raise UserError(f"'{prefix}{key}' is no longer read: {RETIRED[prefix + key]}")
         if key not in names:
-            near = difflib.get_close_matches(str(key), names, n=1)
-            hint = f"did you mean '{prefix}{near[0]}'? " if near else ""
             if f"{prefix}{key}" in RENAMED:
                 new, why = RENAMED[prefix + key]
                 hint = f"did you mean '{new}'? It was renamed: {why}; "
+            else:
+                near = difflib.get_close_matches(str(key), names, n=1)
+                hint = f"did you mean '{prefix}{near[0]}'? " if near else ""
             raise UserError(f"unknown key '{prefix}{key}'; {hint}accepted: {', '.join(names)}")
     hints = typing.get_type_hints(cls)
     values = {}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import sys
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
@@ -444,5 +445,4 @@ def from_file(cls: type[Autoencoder], args: dict, version: int) -> Autoencoder:
 
 def load(path: str | Path | BinaryIO, device: str | torch.device = "cpu") -> Autoencoder:
     """The autoencoder saved at `path` by `save`, of any kind in KINDS, in eval mode on `device`."""
-    builders = {kind: lambda args, version, cls=cls: from_file(cls, args, version) for kind, cls in KINDS.items()}
-    return modelfile.load(path, builders, device)
+    return modelfile.load(path, {kind: partial(from_file, cls) for kind, cls in KINDS.items()}, device)
