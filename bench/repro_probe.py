@@ -25,33 +25,27 @@ import numpy as np
 
 from aevae import runtime
 
-# (CPU vendor, net, "1" or "n" threads) -> (weights, curve), under runtime.PINNED, torch 2.14.1. Keyed
-# on the vendor: under the strict pin MKL runs one code branch on every Intel CPU (recorded on a Xeon
-# with AVX-512 and AMX, and printed alike by one with AVX-512 and no AMX), and its own on others.
+# (net, "1" or "n" threads) -> (weights, curve), under runtime.PINNED, torch 2.14.1: one reference for
+# every x86-64 CPU, since MKL runs the pinned branch on each (aevae.runtime answers its vendor check).
+# Printed alike by an Intel Xeon with AVX-512 and AMX, one with AVX-512 and no AMX, an AMD EPYC with
+# AVX2 only and one with AVX-512 (docs/reproducibility.md).
 REFERENCE = {
-    ("intel", "vae", "1"): ("298cb1afa5c8bcc5", "c2bea4104dbf86e3"),
-    ("intel", "vae", "n"): ("298cb1afa5c8bcc5", "c23646ef778a1424"),
-    ("intel", "conv", "1"): ("7b9593255cc8e3a7", "da582474944433a6"),
-    ("intel", "conv", "n"): ("7b9593255cc8e3a7", "da582474944433a6"),
+    ("vae", "1"): ("298cb1afa5c8bcc5", "c2bea4104dbf86e3"),
+    ("vae", "n"): ("298cb1afa5c8bcc5", "c23646ef778a1424"),
+    ("conv", "1"): ("7b9593255cc8e3a7", "da582474944433a6"),
+    ("conv", "n"): ("7b9593255cc8e3a7", "da582474944433a6"),
 }
-# The same probe on an AMD EPYC with AVX2 only, under the earlier pins (MKL_CBWR=AVX2, not strict):
-# weights 6f1dfd808d02b9d4 at 1 and 2 threads, where this Intel kind gave f61965cf924f2b2b. No
-# MKL setting makes an Intel CPU print AMD's digest: MKL runs its CNR branches on Intel CPUs only.
-
-
-def cpu_kind(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
-    """The CPU's vendor (intel, amd or other): what decides the bytes under the strict pin. The vector
-    extensions do not: the pin holds every kernel to AVX2."""
-    path = Path(cpuinfo)
-    info = path.read_text() if path.exists() else ""
-    vendor = next((line.split(":")[1].strip() for line in info.splitlines() if line.startswith("vendor_id")), "")
-    return {"GenuineIntel": "intel", "AuthenticAMD": "amd"}.get(vendor, "other")
 
 
 def cpu_name(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
-    """vendor and extensions, e.g. intel-avx512-amx: said alongside the verdict, not keyed on."""
+    """vendor and extensions, e.g. intel-avx512-amx: said alongside the verdict, not keyed on. Under the
+    pin neither decides the bytes: every kernel runs its AVX2 code."""
+    path = Path(cpuinfo)
+    info = path.read_text() if path.exists() else ""
+    vendor = next((line.split(":")[1].strip() for line in info.splitlines() if line.startswith("vendor_id")), "")
     ext = runtime.cpu_extensions(str(cpuinfo))
-    return f"{cpu_kind(cpuinfo)}-{'avx512' if 'avx512f' in ext else 'avx2'}{'-amx' if 'amx_tile' in ext else ''}"
+    kind = {"GenuineIntel": "intel", "AuthenticAMD": "amd"}.get(vendor, "other")
+    return f"{kind}-{'avx512' if 'avx512f' in ext else 'avx2'}{'-amx' if 'amx_tile' in ext else ''}"
 
 
 def read_idx(folder: Path, name: str) -> bytes:
@@ -114,12 +108,9 @@ def main():
     ap.add_argument("--data", type=Path, default=Path("data/mnist"), help="folder with MNIST's IDX files (or .gz)")
     args = ap.parse_args()
     weights, curve = probe(args.net, args.threads, args.data)
-    kind = cpu_kind()
-    ref = REFERENCE.get((kind, args.net, "1" if args.threads == 1 else "n"))
-    verdict = f"no reference for {kind} CPUs" if ref is None else (
-        "matches the reference" if ref == (weights, curve) else f"DIFFERS from the reference {ref[0]} {ref[1]}")
+    ref = REFERENCE[(args.net, "1" if args.threads == 1 else "n")]
+    verdict = "matches the reference" if ref == (weights, curve) else f"DIFFERS from the reference {ref[0]} {ref[1]}"
     print(f"{args.net} weights {weights} curve {curve} threads {args.threads} cpu {cpu_name()}: {verdict}")
-
 
 if __name__ == "__main__":
     main()

@@ -31,6 +31,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import aevae  # first: it answers MKL's CPU check before torch loads MKL (aevae.runtime)
+
+# isort: split
 import torch
 from common import extensions_text, parser
 from torchvision import datasets, transforms

@@ -3,6 +3,9 @@ into metrics/KIND/evaluate.json (README, Metrics)."""
 
 import time
 
+import aevae  # first: it answers MKL's CPU check before torch loads MKL (aevae.runtime)
+
+# isort: split
 import torch
 
 from aevae import classifier, config, data, model, run_command, runtime

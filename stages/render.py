@@ -1,6 +1,9 @@
 """render: sample grids, reconstructions, interpolations, the latent space and loss curves of every
 autoencoder (aevae.model.KINDS) into plots/images/, side by side."""
 
+import aevae  # first: it answers MKL's CPU check before torch loads MKL (aevae.runtime)
+
+# isort: split
 import torch
 
 from aevae import config, data, model, run_command, runtime

@@ -4,6 +4,9 @@ goes to a file no stage reads. A killed run resumes from its checkpoint (checkpo
 
 import dataclasses
 
+import aevae  # first: it answers MKL's CPU check before torch loads MKL (aevae.runtime)
+
+# isort: split
 import torch
 
 from aevae import config, data, harness, model, run_command

@@ -11,11 +11,13 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-# Real MNIST for the tests about real data: $MNIST_MIRROR, a folder holding the four IDX files (or .gz).
-MNIST = Path(os.environ.get("MNIST_MIRROR", "/nonexistent"))
+# Real MNIST for the tests about real data: $MNIST_MIRROR, a folder holding the four IDX files (or .gz), or
+# else the files that `dvc repro` fetched into data/mnist.
+MNIST = Path(os.environ.get("MNIST_MIRROR") or ROOT / "data/mnist")
 needs_mnist = pytest.mark.skipif(
     not (MNIST / "train-images-idx3-ubyte.gz").exists() and not (MNIST / "train-images-idx3-ubyte").exists(),
-    reason="real MNIST not found: set MNIST_MIRROR to a folder holding the four IDX files (.gz or not)",
+    reason="real MNIST not found: run `dvc repro` (its fetch stage), or set MNIST_MIRROR to a folder holding "
+           "the four IDX files (.gz or not)",
 )
 OUTPUT_DIRS = ("models", "plots", "metrics")
 

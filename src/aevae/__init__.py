@@ -55,3 +55,9 @@ def run_command(main, kinds=None):
     except UserError as e:
         print(f"error: {e}{next_step(e)}", file=sys.stderr)
         sys.exit(2)
+
+
+# Before anything imports torch: MKL makes its CPU check when torch loads it (aevae.runtime).
+from aevae.runtime import answer_mkl_cpu_check  # noqa: E402
+
+answer_mkl_cpu_check()

@@ -18,6 +18,26 @@ IMAGE_DIM = IMAGE_SIDE * IMAGE_SIDE
 LOG_2PI = math.log(2 * math.pi)
 # -log N(x; mu, I/2) - ||x - mu||^2: summed squared error is the NLL of a Gaussian of variance 1/2, up to this.
 GAUSSIAN_NLL_CONSTANT = 0.5 * IMAGE_DIM * math.log(math.pi)
+# ATen splits a tensor of more values than this between threads, one share each (at::internal::GRAIN_SIZE).
+GRAIN = 32768
+
+
+def same_at_any_thread_count(op):
+    """`op`, an elementwise torch function, applied in blocks of GRAIN values, each of which ATen runs
+    on one thread. ATen computes sigmoid and softplus with an AVX2 formula, and the few values at the end
+    of each thread's share with a scalar one that can differ in the last bit; where the shares end
+    depends on the thread count. In blocks, every value takes the formula it takes on one thread."""
+
+    def blockwise(x: torch.Tensor) -> torch.Tensor:
+        if x.numel() <= GRAIN or x.device.type != "cpu":
+            return op(x)
+        return torch.cat([op(block) for block in x.reshape(-1).split(GRAIN)]).view(x.shape)
+
+    return blockwise
+
+
+sigmoid = same_at_any_thread_count(torch.sigmoid)
+softplus = same_at_any_thread_count(F.softplus)
 
 
 def recon_loss(logits: torch.Tensor, x: torch.Tensor, likelihood: str) -> torch.Tensor:
@@ -25,7 +45,7 @@ def recon_loss(logits: torch.Tensor, x: torch.Tensor, likelihood: str) -> torch.
     (bernoulli), or cross-entropy minus the log-normaliser (continuous_bernoulli: a proper density
     for grey pixels, where cross-entropy is not one)."""
     if likelihood == "gaussian":
-        return F.mse_loss(torch.sigmoid(logits), x, reduction="none").sum(-1)
+        return F.mse_loss(sigmoid(logits), x, reduction="none").sum(-1)
     # From logits, not from sigmoid outputs: stays finite where the sigmoid saturates.
     nll = F.binary_cross_entropy_with_logits(logits, x, reduction="none")
     if likelihood == "continuous_bernoulli":
@@ -43,9 +63,9 @@ def log_likelihoods(logits: torch.Tensor, x: torch.Tensor, likelihood: str) -> t
     """log p(x_n | z_g) for every image x_n (N rows) and every decoded z_g (G rows of logits), as an
     (N, G) matrix: one matmul, where -recon_nll over every pair would make N x G passes over the pixels."""
     if likelihood == "gaussian":
-        mean = torch.sigmoid(logits)
+        mean = sigmoid(logits)
         return 2 * x @ mean.T - x.pow(2).sum(1, keepdim=True) - mean.pow(2).sum(1) - GAUSSIAN_NLL_CONSTANT
-    out = x @ logits.T - F.softplus(logits).sum(1)  # sum of x log(lambda) + (1 - x) log(1 - lambda)
+    out = x @ logits.T - softplus(logits).sum(1)  # sum of x log(lambda) + (1 - x) log(1 - lambda)
     return out + cb_log_norm(logits).sum(1) if likelihood == "continuous_bernoulli" else out
 
 
@@ -70,5 +90,5 @@ def mean_image(logits: torch.Tensor, likelihood: str) -> torch.Tensor:
     """E[x|z], the image a decoder's logits stand for: lambda = sigmoid(l) for the gaussian and the
     bernoulli; the continuous Bernoulli's mean is not lambda, but pulled towards 1/2."""
     if likelihood == "continuous_bernoulli":
-        return ContinuousBernoulli(logits=logits).mean
-    return torch.sigmoid(logits)
+        return ContinuousBernoulli(probs=sigmoid(logits)).mean
+    return sigmoid(logits)

@@ -14,6 +14,7 @@ from matplotlib.ticker import MaxNLocator
 from torchvision.utils import make_grid
 
 from aevae.files import atomic_path
+from aevae.frechet import eigh
 
 
 def interpolate(model, a: torch.Tensor, b: torch.Tensor, steps: int) -> torch.Tensor:
@@ -38,12 +39,17 @@ def manifold(model, n: int) -> torch.Tensor:
 
 
 def project_2d(z: torch.Tensor) -> torch.Tensor:
-    """The codes themselves when 2-D, else their first two principal components."""
+    """The codes themselves when 2-D, else their first two principal components: the top eigenvectors of
+    their covariance, from the project's eigensolver (aevae.frechet.eigh), which gives the same bytes on
+    every CPU, where LAPACK's SVD does not. Each sign is set so that the component's largest entry is
+    positive, as an eigensolver leaves it to chance."""
     if z.shape[1] == 2:
         return z
     z = z - z.mean(0)
-    _, _, v = torch.linalg.svd(z, full_matrices=False)
-    return z @ v[:2].T
+    vals, vecs = eigh(z.double().T @ z.double())
+    top = vecs[:, vals.argsort(descending=True)[:2]]
+    top = top * top.gather(0, top.abs().argmax(0, keepdim=True)).sign()
+    return z @ top.float()
 
 
 def grid(images: torch.Tensor, nrow: int = 8) -> torch.Tensor:

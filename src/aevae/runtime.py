@@ -1,32 +1,118 @@
-"""How a stage's process computes: the CPU code paths pinned, the thread pool sized, denormals flushed;
-on which device, and whether bf16 pays there.
+"""How a stage's process computes: the CPU code paths pinned, MKL's CPU check answered, the thread
+pool sized, denormals flushed; on which device, and whether bf16 pays there.
 
 The thread count comes from the environment ($AEVAE_THREADS), not from params.yaml: it changes no
 byte of any result, so changing it must rerun nothing, nor split DVC's run-cache between machines.
 
-A stage or the bench calls `setup` first thing, before torch computes anything: the code paths are
-chosen once, at torch's first operation, and worker threads copy the float mode they start with.
-A stage that trains in bf16 leaves the paths unpinned: bf16 numbers differ between CPUs anyway, and
-the pin would take away the kernels (AVX-512 BF16, AMX) that make bf16 fast.
+Importing the package answers MKL's CPU check (`answer_mkl_cpu_check`), which must happen before
+torch loads MKL. A stage or the bench then calls `setup` first thing, before torch computes anything:
+the code paths are chosen once, at torch's first operation, and worker threads copy the float mode
+they start with. A stage that trains in bf16 leaves the paths unpinned: bf16 numbers differ between
+CPUs anyway, and the pin would take away the kernels (AVX-512 BF16, AMX) that make bf16 fast.
 """
 
 from __future__ import annotations
 
+import ctypes
+import hashlib
 import os
 import platform
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 from aevae import UserError
 
 # PyTorch's own kernels (ATen), MKL's BLAS and oneDNN's convolutions each pick their code path by
 # CPU, and the path changes float results in the last bits, which training then grows. Pinned to
 # AVX2, which every x86-64 CPU of the last decade has, and with MKL's strict reproducibility mode,
-# whose matrix products sum in an order fixed whatever the thread count, a given CPU kind computes
-# the same bytes at any number of threads. MKL honours its branches on Intel CPUs only: an AMD CPU
-# computes its own bytes (docs/reproducibility.md gives both kinds' digests and the spread).
+# whose matrix products sum in an order fixed whatever the thread count, every x86-64 CPU computes
+# the same bytes at any number of threads (docs/reproducibility.md).
 PINNED = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2,STRICT", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+# What MKL reports once it honours that pin: branch 10 (AVX2) with the strict flag (0x10000).
+MKL_AVX2_STRICT = 0x1000A
+
+# MKL honours MKL_CBWR only where its vendor check, the exported function mkl_serv_intel_cpu_true of
+# the MKL that libtorch_cpu links in, says Intel. Elsewhere it runs code of its own, whose sums round
+# differently and whose sqrt (AdamW's denominator) is not even correctly rounded. A one-line library
+# that defines that function to return 1, loaded globally before torch, answers the check first: MKL
+# then runs its AVX2 branch on every x86-64 CPU, and on an Intel CPU nothing changes. The symbol is
+# undocumented; `setup` checks that MKL took the branch, and says so on stderr where it did not.
+MKL_OVERRIDE = "AEVAE_MKL_OVERRIDE"  # off: leave MKL its own choice of branch
+MKL_CHECK_SOURCE = "int mkl_serv_intel_cpu_true(void) { return 1; }\n"
+_mkl_check_answered: str = "not tried"  # "" once answered, else why not
+
+
+def answer_mkl_cpu_check() -> None:
+    """Build (once, into the user's cache folder) and load the library that answers MKL's CPU check,
+    unless $AEVAE_MKL_OVERRIDE is off, the CPU is not x86-64, or torch, and with it MKL, is already
+    loaded. Why it was not loaded is kept for `setup` to report."""
+    global _mkl_check_answered
+    if os.environ.get(MKL_OVERRIDE, "on").strip().lower() in ("off", "0", "false", "no"):
+        _mkl_check_answered = f"{MKL_OVERRIDE}=off"
+    elif not _x86_64() or sys.platform != "linux":
+        _mkl_check_answered = "the override is built for Linux on x86-64 only"
+    elif "torch" in sys.modules:
+        _mkl_check_answered = "torch was imported before aevae, so MKL had already made its check"
+    else:
+        try:
+            ctypes.CDLL(str(_build_mkl_check()), mode=os.RTLD_GLOBAL)
+            _mkl_check_answered = ""
+        except subprocess.CalledProcessError as e:
+            _mkl_check_answered = f"the C compiler failed: {(e.stderr or b'').decode().strip()[-200:]}"
+        except (OSError, RuntimeError) as e:
+            _mkl_check_answered = str(e)
+
+
+def _build_mkl_check() -> Path:
+    """The shared library of MKL_CHECK_SOURCE, compiled with the system's C compiler on first use and
+    kept under $XDG_CACHE_HOME/aevae (~/.cache/aevae), named by its source's hash."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "aevae"
+    lib = cache / f"mkl_intel_cpu_true-{hashlib.sha256(MKL_CHECK_SOURCE.encode()).hexdigest()[:12]}.so"
+    if lib.exists():
+        return lib
+    cc = next((c for c in (os.environ.get("CC"), "cc", "gcc", "clang") if c and shutil.which(c)), None)
+    if cc is None:
+        raise RuntimeError("no C compiler (cc, gcc or clang) to build the library that answers it")
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache) as tmp:  # a compiler killed midway leaves no library
+        source, built = Path(tmp) / "check.c", Path(tmp) / lib.name
+        source.write_text(MKL_CHECK_SOURCE)
+        subprocess.run([cc, "-shared", "-fPIC", "-O2", "-o", built, source], check=True, capture_output=True)
+        os.replace(built, lib)  # atomic: processes that build it at once each leave a whole file
+    return lib
+
+
+def _x86_64() -> bool:
+    return platform.machine().lower() in ("x86_64", "amd64")
+
+
+def mkl_branch() -> int | None:
+    """The code branch MKL runs (MKL_AVX2_STRICT under the pin), or None for a torch without MKL.
+    Asking makes MKL read $MKL_CBWR, as its first operation would."""
+    import torch
+
+    lib = Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"
+    try:
+        return ctypes.CDLL(str(lib), mode=os.RTLD_NOLOAD).mkl_serv_cbwr_get(-1) & 0xFFFFFFFF
+    except (OSError, AttributeError):
+        return None
+
+
+def why_unpinned() -> str:
+    """Why MKL does not run the pinned branch in this process, or "" where it does."""
+    if not _x86_64():
+        return f"a {platform.machine()} CPU, not x86-64"
+    branch = mkl_branch()
+    if branch == MKL_AVX2_STRICT:
+        return ""
+    if branch is None:
+        return "this torch has no MKL"
+    return _mkl_check_answered or "this torch's MKL does not ask mkl_serv_intel_cpu_true"
 
 
 THREADS = "AEVAE_THREADS"
@@ -79,9 +165,10 @@ def _cpu_times(stat: str) -> dict[int, tuple[int, int]]:
 def setup(threads: int | None = None, pin: bool = True) -> None:
     """Pin the code paths (x86-64 only; `pin=False` leaves each library its fastest, for bf16 and the
     bench), size torch's thread pool (`threads`, or else `thread_count()`), and flush denormal floats
-    to zero."""
+    to zero. Under the pin, one line on stderr where MKL does not run the pinned branch: this CPU then
+    computes bytes of its own."""
     threads = threads or thread_count()
-    if platform.machine().lower() in ("x86_64", "amd64"):
+    if _x86_64():
         if pin:
             os.environ.update(PINNED)
         else:  # a child of a pinned process inherits the pin: bf16 would then be emulated
@@ -90,6 +177,9 @@ def setup(threads: int | None = None, pin: bool = True) -> None:
                     del os.environ[key]
     import torch
 
+    if pin and (why := why_unpinned()):
+        print(f"note: MKL does not run the pinned AVX2 branch here ({why}): this CPU computes bytes of its "
+              "own, not the committed ones (docs/reproducibility.md)", file=sys.stderr)
     # Adam's moment estimates for rarely-lit pixels decay geometrically into the denormal range
     # after ~800 steps, where x86 float arithmetic crawls. Flushing them to zero changes no figure we report.
     torch.set_flush_denormal(True)
@@ -139,8 +229,8 @@ def warn_precision(precision: str, device, key: str) -> None:
 
 @contextmanager
 def one_thread():
-    """Run the block on one thread (torch's and MKL's), for the few library calls whose results
-    depend on the thread count (LAPACK's eigensolvers); the pool is restored after."""
+    """Run the block on one thread (torch's and MKL's): library calls whose results depend on the thread
+    count (LAPACK's factorisations), and many operations too small to share; the pool is restored after."""
     import torch
 
     threads = torch.get_num_threads()
