@@ -1,12 +1,15 @@
 """What the stages' CPU settings cost and buy, measured side by side in one run.
 
-    python bench/cpu_settings.py [--train-size 10000] [--epochs 2] [--data data/mnist]
+    python bench/cpu_settings.py [--train-size 10000] [--epochs 2] [--data data/mnist] [--parts pin,threads,mkl]
 
 1. Pinning: an epoch of the AE and of the classifier with each library on its fastest code path
    for this CPU, against the pinned paths of aevae.runtime (AVX2, MKL's strict mode), 1 thread.
 2. Threads and load: an AE epoch with the old settings (1 thread, MKL_CBWR=AVX2) and the new ones
    (every core, MKL_CBWR=AVX2,STRICT), on an idle machine, next to two busy processes (two
    pure-Python loops), and as one of two such stages running at once.
+3. MKL's CPU check: an epoch of the AE and of the classifier, pinned, 1 thread, with MKL's vendor check
+   answered (aevae.runtime, every stage's way) and without (AEVAE_MKL_OVERRIDE=off), alternating.
+   On an Intel CPU the two are the same code; elsewhere MKL runs its own code without the answer.
 
 Every measurement runs in a fresh process, since the code paths and the thread pool are chosen
 once per process. An epoch's time is the best after the first (which pays for warm-up).
@@ -60,6 +63,18 @@ def measure(*args, side_by_side: int = 1) -> float:
         return sum(r.get()[0] for r in runs) / side_by_side
 
 
+def in_fresh_process(env: dict, *args) -> tuple[float, str]:
+    """epoch_seconds(*args) in a spawned process whose environment also holds `env` from its start."""
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            return pool.apply(epoch_seconds, args)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 def busy(n: int):
     procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
     time.sleep(0.5)
@@ -67,7 +82,10 @@ def busy(n: int):
 
 
 def main():
-    args = parser(__doc__, epochs=2, train_size=10000).parse_args()
+    ap = parser(__doc__, epochs=2, train_size=10000)
+    ap.add_argument("--parts", default="pin,threads,mkl", help="which of the three measurements to run")
+    args = ap.parse_args()
+    parts = args.parts.split(",")
     common = (args.data, args.train_size, args.epochs)
     import torch
 
@@ -75,14 +93,26 @@ def main():
     print(f"machine: {platform.machine()}, {cores} cores, CPU extensions: {extensions_text()}, torch {torch.__version__}")
     print(f"{args.epochs} epochs on {args.train_size} images; s/epoch is the best after the first\n")
 
-    print(f"{'pinning, 1 thread':<22}{'native':>10}{'pinned':>10}{'cost':>8}   code path native -> pinned")
-    for kind in ("ae", "classifier"):
-        with multiprocessing.get_context("spawn").Pool(1) as pool:
-            native, path_n = pool.apply(epoch_seconds, (kind, 1, None, *common))
-        with multiprocessing.get_context("spawn").Pool(1) as pool:
-            pinned, path_p = pool.apply(epoch_seconds, (kind, 1, runtime.PINNED, *common))
-        print(f"{kind:<22}{native:>9.3f}s{pinned:>9.3f}s{pinned / native:>7.2f}x   {path_n} -> {path_p}")
+    if "pin" in parts:
+        print(f"{'pinning, 1 thread':<22}{'native':>10}{'pinned':>10}{'cost':>8}   code path native -> pinned")
+        for kind in ("ae", "classifier"):
+            native, path_n = in_fresh_process({}, kind, 1, None, *common)
+            pinned, path_p = in_fresh_process({}, kind, 1, runtime.PINNED, *common)
+            print(f"{kind:<22}{native:>9.3f}s{pinned:>9.3f}s{pinned / native:>7.2f}x   {path_n} -> {path_p}")
 
+    if "mkl" in parts:
+        print(f"\n{'MKL, pinned, 1 thread':<22}{'answered':>10}{'own':>10}{'answered/own':>14}   (best of 2 each, alternating)")
+        for kind in ("ae", "classifier"):
+            times = {"on": [], "off": []}
+            for _ in range(2):
+                for override in times:
+                    args_ = (kind, 1, runtime.PINNED, *common)
+                    times[override].append(in_fresh_process({runtime.MKL_OVERRIDE: override}, *args_)[0])
+            on, off = min(times["on"]), min(times["off"])
+            print(f"{kind:<22}{on:>9.3f}s{off:>9.3f}s{on / off:>13.2f}x")
+
+    if "threads" not in parts:
+        return
     print(f"\n{'AE, s/epoch':<30}{'idle':>8}{'2 busy':>10}{'slower':>8}{'2 at once':>11}{'slower':>8}")
     for name, threads, pin in (("old: 1 thread, AVX2", 1, OLD), ("new: auto (free cores), AVX2,STRICT", "auto",
                                                                  runtime.PINNED)):

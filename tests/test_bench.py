@@ -45,6 +45,19 @@ def test_cpu_settings_prints_the_pinning_cost_and_the_load_factor(tmp_path):
     assert [row[0] for row in pinned] == ["ae", "classifier"] and all(row[4] == "AVX2" for row in pinned)
     load = re.findall(r"^(old: 1 thread, AVX2|new: auto \(free cores\), AVX2,STRICT) +", out, re.MULTILINE)
     assert [row.split(":")[0] for row in load] == ["old", "new"]
+    mkl = re.findall(r"^(ae|classifier) +[\d.]+s +[\d.]+s +[\d.]+x$", out, re.MULTILINE)  # with MKL's check answered, and not
+    assert mkl == ["ae", "classifier"]
+
+
+@needs_mnist
+def test_quadrature_times_both_ways_to_the_same_nll_and_checks_it_against_an_independent_grid(tmp_path):
+    out = bench(tmp_path, "quadrature.py", "--train-size", "640", "--epochs", "1", "--images", "3", "--check", "2",
+                "--test-size", "6")
+    union, own = re.search(r"^3 test images: .* mean NLL (\S+) and (\S+)$", out, re.MULTILINE).groups()
+    assert float(union) == pytest.approx(float(own), abs=1e-3)
+    ours, grid = re.search(r"^2 test images: mean NLL (\S+) by quadrature, (\S+) by the independent grid", out,
+                           re.MULTILINE).groups()
+    assert float(ours) == pytest.approx(float(grid), abs=0.05)
 
 
 @needs_mnist

@@ -1,5 +1,7 @@
 import copy
+import importlib.util
 import math
+import sys
 import time
 from types import SimpleNamespace
 
@@ -9,7 +11,7 @@ import torch.nn.functional as F
 
 from aevae import classifier, evaluate, frechet
 
-from helpers import make_model
+from helpers import ROOT, make_model
 
 
 def test_frechet_distance_of_a_set_to_itself_is_zero_and_sees_a_shift():
@@ -70,6 +72,29 @@ def test_frechet_distance_against_its_closed_form_and_lapacks_route():
     padded = (torch.zeros(34, dtype=torch.float64), torch.block_diag(s_a, torch.zeros(4, 4, dtype=torch.float64)))
     assert frechet.distance(padded, (torch.zeros(34, dtype=torch.float64), dead)) == pytest.approx(
         frechet.distance((zeros, s_a), (zeros, s_b)), rel=1e-12)
+
+
+def test_frechet_distance_of_nearly_singular_covariances_agrees_with_40_digit_arithmetic():
+    """Features as the classifier's are: some never fire (zero rows), others nearly copy each other, so
+    that the cross term's matrix has eigenvalues 1e-13 of its largest, whose square roots amplify rounding
+    most. The reference is the same formula on the same float64 matrices in mpmath's 40 digits."""
+    mpmath = pytest.importorskip("mpmath")  # installed with torch (through sympy)
+    mpmath.mp.dps = 40
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(5000, 12, generator=g, dtype=torch.float64)
+    feats = torch.cat([base, base[:, :4] + 1e-3 * torch.randn(5000, 4, generator=g, dtype=torch.float64),
+                       torch.zeros(5000, 3, dtype=torch.float64)], 1)
+    a = frechet.gaussian(feats)
+    b = frechet.gaussian(feats * torch.linspace(0.5, 2, 19, dtype=torch.float64) + 0.1)
+
+    def root(m):
+        vals, vecs = mpmath.eigsy(m)
+        return vecs * mpmath.diag([mpmath.sqrt(max(v, 0)) for v in vals]) * vecs.T
+
+    root_a = root(mpmath.matrix(a[1].tolist()))
+    cross = sum(mpmath.sqrt(max(v, 0)) for v in mpmath.eigsy(root_a * mpmath.matrix(b[1].tolist()) * root_a)[0])
+    exact = (a[0] - b[0]).pow(2).sum().item() + a[1].trace().item() + b[1].trace().item() - 2 * float(cross)
+    assert frechet.distance(a, b) == pytest.approx(exact, rel=1e-9)
 
 
 @pytest.fixture(params=[1.0, 4.0])
@@ -216,16 +241,17 @@ def test_quadrature_is_the_exact_nll_of_a_2d_vae_that_importance_sampling_bounds
     assert m["quadrature_edge_to_peak"] < evaluate.EDGE_LIMIT and m["is_gap_below_noise"] == 0
 
 
-def far_vae(n=8, shift=(12.0, -9.0)):
-    """A 2-D VAE whose images' posteriors sit near |z| = 18, with sds near 0.2, as a VAE trained on real
-    data can have them: a sharp decoder, images drawn from it, its input moved by `shift` (the same
-    likelihoods, far out), and an encoder fitted to them."""
+def far_vae(n=8, shift=(12.0, -9.0), centres=((4.0, -3.0),)):
+    """A 2-D VAE whose images' posteriors sit near |z| = 18 (around each of `centres`, moved by `shift`),
+    with sds near 0.2, as a VAE trained on real data can have them: a sharp decoder, images drawn from
+    it, its input moved by `shift` (the same likelihoods, far out), and an encoder fitted to them."""
     torch.manual_seed(0)
     vae = make_model("vae", hidden_dims=(64,), z_dim=2, likelihood="bernoulli")
     vae.decoder.requires_grad_(False)
     with torch.no_grad():
         vae.decoder[0].weight.mul_(6.0)
-        x = torch.sigmoid(vae.decoder(torch.tensor([4.0, -3.0]) + 0.5 * torch.randn(n, 2))).bernoulli()
+        at = torch.tensor(centres).repeat(n, 1)[:n]
+        x = torch.sigmoid(vae.decoder(at + 0.5 * torch.randn(n, 2))).bernoulli()
         c = torch.tensor(shift)
         vae.decoder[0].bias.sub_(vae.decoder[0].weight @ c)  # decode(z - c)
         vae.head.bias[:2].add_(c)
@@ -258,7 +284,24 @@ def reference_nll(vae, x, coarse=0.125, fine=0.02, extent=25.0, keep=30.0):
     return torch.stack(out)
 
 
-def test_the_quadrature_follows_posteriors_far_from_the_origin_and_says_when_its_region_is_too_small(capsys):
+def test_each_image_over_its_own_region_is_every_image_over_the_union_masked():
+    """Posteriors in two clusters 13 apart, far from the origin: the union of the regions spans both, and
+    each image is integrated over its own. The NLL is the masked union's (the code before, kept in
+    bench/quadrature.py) to float rounding, and so is the edge diagnostic: the regions are the same, with a
+    square too small to hold the mass too."""
+    vae, x = far_vae(n=8, centres=((4.0, -3.0), (-6.0, 5.0)))
+    with torch.no_grad():
+        mu = vae.encode(x)[0]
+    assert (mu[0::2] - mu[1::2]).norm(dim=1).min() > 10
+    bench = load_bench("quadrature")
+    for region in [(6.0, 0.05, 10.0), (2.0, 0.1, 3.0)]:
+        own, union = evaluate.quadrature_nll(vae, x, *region), bench.masked_union_nll(vae, x, *region)
+        assert torch.allclose(own.nll, union.nll, rtol=1e-6, atol=0)
+        assert torch.allclose(own.edge, union.edge, rtol=0, atol=1e-3)
+
+
+def test_the_quadrature_follows_posteriors_far_from_the_origin_and_says_when_its_region_is_too_small(capsys,
+                                                                                                   monkeypatch):
     vae, x = far_vae()
     with torch.no_grad():
         mu, logvar = vae.encode(x)
@@ -278,10 +321,29 @@ def test_the_quadrature_follows_posteriors_far_from_the_origin_and_says_when_its
     with torch.no_grad():
         astray.head.bias[:2].add_(3.0)
     assert (evaluate.quadrature_nll(astray, x, 6.0, 0.05, 10.0).nll - reference).abs().max() < 0.01
-    # ...but not when the square and the boxes are too small to reach it: the edge says so, and so does IS,
-    # an upper bound, lying below.
+    # ...and with a square and boxes too small to reach it, the scan grows until it holds the mass...
     small = SimpleNamespace(quadrature_range=1.0, quadrature_step=0.05, quadrature_sds=1.0)
+    assert evaluate.quadrature_metrics(astray, x, is_nll, small)["nll_quadrature_bernoulli"] == pytest.approx(
+        m["nll_quadrature_bernoulli"], abs=0.01)
+    # ...but where the region misses the mass (here the scan cut to q's box), the edge says so, and so does
+    # IS, an upper bound, lying below.
+    def q_box(model, x, half_width, sds, step):
+        mu, reach = evaluate.posterior_reach(model, x, half_width, sds)
+        return mu - reach, mu + reach
+
+    monkeypatch.setattr(evaluate, "far_mass", q_box)
     lost = evaluate.quadrature_metrics(astray, x, is_nll, small)
     assert lost["nll_quadrature_bernoulli"] > m["nll_quadrature_bernoulli"] + 1
     assert lost["quadrature_edge_to_peak"] > evaluate.EDGE_LIMIT and lost["is_gap_below_noise"] > 0
     assert "the quadrature may have missed mass" in capsys.readouterr().err
+
+
+def load_bench(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(ROOT / "bench"))  # its own imports (bench/common.py)
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    return module

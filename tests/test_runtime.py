@@ -97,6 +97,13 @@ def test_where_the_override_cannot_apply_one_line_says_why_and_the_run_goes_on(t
                                    "(docs/reproducibility.md)\n") and run.stderr.count("\n") == 1
 
 
+def test_a_bad_override_value_stops_the_stage_with_one_line():
+    run = setup_in_a_fresh_process("import aevae", AEVAE_MKL_OVERRIDE="of")
+    assert run.returncode != 0
+    assert ("AEVAE_MKL_OVERRIDE = 'of' is not accepted; expected on (the default) or off (MKL's own code on a CPU "
+            "that is not Intel's), e.g. AEVAE_MKL_OVERRIDE=off dvc repro") in run.stderr
+
+
 @x86
 def test_the_override_is_built_once_into_the_cache_and_answers_intel(tmp_path):
     run = setup_in_a_fresh_process("import aevae", XDG_CACHE_HOME=str(tmp_path))

@@ -52,7 +52,7 @@ def answer_mkl_cpu_check() -> None:
     unless $AEVAE_MKL_OVERRIDE is off, the CPU is not x86-64, or torch, and with it MKL, is already
     loaded. Why it was not loaded is kept for `setup` to report."""
     global _mkl_check_answered
-    if os.environ.get(MKL_OVERRIDE, "on").strip().lower() in ("off", "0", "false", "no"):
+    if os.environ.get(MKL_OVERRIDE, "").strip() == "off":
         _mkl_check_answered = f"{MKL_OVERRIDE}=off"
     elif not _x86_64() or sys.platform != "linux":
         _mkl_check_answered = "the override is built for Linux on x86-64 only"
@@ -168,6 +168,9 @@ def setup(threads: int | None = None, pin: bool = True) -> None:
     to zero. Under the pin, one line on stderr where MKL does not run the pinned branch: this CPU then
     computes bytes of its own."""
     threads = threads or thread_count()
+    if os.environ.get(MKL_OVERRIDE, "on").strip() not in ("on", "off"):
+        raise UserError(f"{MKL_OVERRIDE} = {os.environ[MKL_OVERRIDE]!r} is not accepted; expected on (the default) "
+                        f"or off (MKL's own code on a CPU that is not Intel's), e.g. {MKL_OVERRIDE}=off dvc repro")
     if _x86_64():
         if pin:
             os.environ.update(PINNED)
