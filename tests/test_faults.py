@@ -222,7 +222,10 @@ def test_dvc_exp_show_follows_a_queued_run_epoch_by_epoch(ran_repo):
             shown = exp_show(ran_repo)
             if shown is None:  # the executor's folder is still being set up
                 continue
-            (run,) = [e for b in shown for e in (b.get("experiments") or []) if e["name"] == "long"]
+            runs = [e for b in shown for e in (b.get("experiments") or []) if e["name"] == "long"]
+            if len(runs) != 1:  # for a moment DVC lists the run twice: in the queue and at its executor
+                continue
+            (run,) = runs
             metrics = run["revs"][0]["data"]["metrics"].get("metrics/ae/train/metrics.json") or {}
             step = metrics.get("data", {}).get("step", 0)
         assert run["executor"]["state"] == "running"
