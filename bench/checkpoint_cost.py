@@ -2,14 +2,13 @@
 
     python bench/checkpoint_cost.py [--epochs 3] [--train-size 60000] [--data data/mnist]
 
-Trains params.yaml's VAE with and without a checkpoint (aevae.train.Checkpoint) written after
+Trains params.yaml's VAE with and without a checkpoint (aevae.trainer.Checkpoint) written after
 every epoch, from the same seed, and prints the epoch times, the time of one checkpoint write
 (timed alone, as often as fits in 2 s), and their ratio.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import tempfile
 import time
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 from common import parser
 
 from aevae import config, data, model, runtime
-from aevae.train import Checkpoint, fit
+from aevae.trainer import Checkpoint, fit
 
 
 def main():
@@ -26,7 +25,7 @@ def main():
     runtime.setup()
     import torch
 
-    cfg = dataclasses.replace(p.train, epochs=args.epochs)
+    cfg = p.train.model_copy(update={"epochs": args.epochs})
     train_x, _ = data.load(args.data, "train", args.train_size)
     test_x, _ = data.load(args.data, "test")
     device = torch.device("cpu")

@@ -17,7 +17,6 @@ once per process. An epoch's time is the best after the first (which pays for wa
 
 from __future__ import annotations
 
-import dataclasses
 import multiprocessing
 import os
 import platform
@@ -40,7 +39,7 @@ def epoch_seconds(kind: str, threads, pin: dict | None, data_dir: str, n: int, e
     import torch
 
     from aevae import classifier, config, data, model
-    from aevae.train import fit
+    from aevae.trainer import fit
 
     p = config.load()
     x, y = data.load(data_dir, "train", n)
@@ -50,7 +49,7 @@ def epoch_seconds(kind: str, threads, pin: dict | None, data_dir: str, n: int, e
         net, train = classifier.Classifier(), (x, y)
     else:
         net, train, test = model.build(kind, p), (x,), test[:1]
-    cfg = dataclasses.replace(p.train, epochs=epochs)
+    cfg = p.train.model_copy(update={"epochs": epochs})
     seconds = [e.seconds for e in fit(net, train, test, cfg, torch.device("cpu"))]
     return min(seconds[1:] or seconds), torch.backends.cpu.get_cpu_capability()
 

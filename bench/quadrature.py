@@ -21,9 +21,9 @@ import yaml
 from common import parser
 
 from aevae import config, data, model, runtime
-from aevae.evaluate import KEEP, Quadrature, far_mass, log_joints, mass_box, quadrature_nll
-from aevae.likelihoods import LOG_2PI, recon_nll
-from aevae.train import fit
+from aevae.model import LOG_2PI, recon_nll
+from aevae.scores import KEEP, Quadrature, far_mass, log_joints, mass_box, quadrature_nll
+from aevae.trainer import fit
 
 NEIGHBOURS = [(1, 0), (-1, 0), (0, 1), (0, -1)]
 CONFIG = {"model": {"z_dim": 2}, "vae": {"likelihood": "continuous_bernoulli"}, "data": {"train_size": 10000},
@@ -31,8 +31,8 @@ CONFIG = {"model": {"z_dim": 2}, "vae": {"likelihood": "continuous_bernoulli"}, 
 
 
 def masked_union_nll(net, x, half_width: float, step: float, sds: float, chunk: int = 2048) -> Quadrature:
-    """aevae.evaluate.quadrature_nll as it was: every image's integrand on the union of all regions' cells,
-    each masked to its own, with a scan of its own. The scan is today's (aevae.evaluate.mass_box, which
+    """aevae.scores.quadrature_nll as it was: every image's integrand on the union of all regions' cells,
+    each masked to its own, with a scan of its own. The scan is today's (aevae.scores.mass_box, which
     now also grows where an image's mass reaches its edge), so that the two ways sum over the same regions."""
     import torch
 
@@ -101,7 +101,7 @@ def independent_nll(net, x, extent: float = 30.0, coarse: float = 0.1, fine: flo
 
 
 def per_image(net, x, cfg):
-    """What evaluate@vae does now (aevae.evaluate.quadrature_metrics): one scan, then the NLL at the step and
+    """What evaluate@vae does now (aevae.scores.quadrature_metrics): one scan, then the NLL at the step and
     at half of it, each image over its own region."""
     far = far_mass(net, x, cfg.quadrature_range, cfg.quadrature_sds, 4 * cfg.quadrature_step)
     nll = quadrature_nll(net, x, cfg.quadrature_range, cfg.quadrature_step, cfg.quadrature_sds, far).nll

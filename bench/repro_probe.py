@@ -61,6 +61,8 @@ def probe(net: str, threads: int, folder: Path) -> tuple[str, str]:
     import torch.nn.functional as F
     from torch import nn
 
+    from aevae import trainer
+
     raw = np.frombuffer(read_idx(folder, "train-images-idx3-ubyte"), np.uint8, offset=16)
     x = torch.from_numpy(raw[: 19200 * 784].reshape(-1, 784).astype(np.float32) / 255)
     torch.manual_seed(0)
@@ -71,7 +73,7 @@ def probe(net: str, threads: int, folder: Path) -> tuple[str, str]:
         model = nn.Sequential(nn.Unflatten(1, (1, 28, 28)), nn.Conv2d(1, 32, 5), nn.MaxPool2d(2), nn.ReLU(),
                               nn.Conv2d(32, 64, 5), nn.MaxPool2d(2), nn.ReLU(), nn.Flatten(),
                               nn.Linear(1024, 128), nn.ReLU(), nn.Linear(128, 10))
-        runtime.backward_on_one_thread(model)  # as the trainer does
+        trainer.backward_on_one_thread(model)  # as the trainer does
         params = list(model.parameters())
         opt = torch.optim.AdamW(params, lr=1e-3)
         for idx in torch.randperm(len(x)).split(128):

@@ -21,7 +21,6 @@ so that bf16 is set against float32 on the same footing, float32 runs unpinned i
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import multiprocessing
 import os
@@ -40,7 +39,7 @@ from torchvision import datasets, transforms
 
 from aevae import config, data, model, runtime
 from aevae.runtime import resolve_device
-from aevae.train import fit
+from aevae.trainer import fit
 
 
 def seconds_per_call(fn, device: torch.device, seconds: float = 2.0) -> float:
@@ -172,7 +171,7 @@ def main():
     p = config.load()
     runtime.setup()  # as every stage does; the article's loop, in a fresh child, keeps torch's defaults
     device = resolve_device(args.device, "--device")
-    cfg = dataclasses.replace(p.train, epochs=args.epochs)
+    cfg = p.train.model_copy(update={"epochs": args.epochs})
     train_x, _ = data.load(args.data, "train", args.train_size)
     test_x, _ = data.load(args.data, "test")
     new_vae = NewVAE(p, device)
@@ -194,12 +193,12 @@ def main():
         )
 
     with unpinned():
-        bf16, bf16_test = in_child(unpinned_trainer, p, dataclasses.replace(cfg, precision="bf16"), str(device),
+        bf16, bf16_test = in_child(unpinned_trainer, p, cfg.model_copy(update={"precision": "bf16"}), str(device),
                                    args.data, len(train_x), new_vae)
-        free, free_test = in_child(unpinned_trainer, p, dataclasses.replace(cfg, precision="float32"), str(device),
+        free, free_test = in_child(unpinned_trainer, p, cfg.model_copy(update={"precision": "float32"}), str(device),
                                    args.data, len(train_x), new_vae)
     net = new_vae()
-    ours = [e.seconds for e in fit(net, (train_x,), (test_x,), dataclasses.replace(cfg, precision="float32"), device)]
+    ours = [e.seconds for e in fit(net, (train_x,), (test_x,), cfg.model_copy(update={"precision": "float32"}), device)]
     ours_test = test_loss(net, test_x.to(device))
 
     print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, CPU extensions: {extensions_text()},"

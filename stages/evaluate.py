@@ -8,9 +8,8 @@ import aevae  # first: it answers MKL's CPU check before torch loads MKL (aevae.
 # isort: split
 import torch
 
-from aevae import classifier, config, data, model, run_command, runtime
-from aevae.evaluate import model_metrics
-from aevae.files import write_json
+from aevae import classifier, config, data, model, run_command, runtime, write_json
+from aevae.scores import model_metrics
 
 
 def main(kind):

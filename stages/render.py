@@ -6,16 +6,15 @@ import aevae  # first: it answers MKL's CPU check before torch loads MKL (aevae.
 # isort: split
 import torch
 
-from aevae import config, data, model, run_command, runtime
-from aevae.files import atomic_path
-from aevae.live import read_curves
-from aevae.render import (
+from aevae import atomic_path, config, data, model, run_command, runtime
+from aevae.figures import (
     interpolate,
     latent_figure,
     losses_figure,
     manifold,
     manifold_figure,
     project_2d,
+    read_curves,
     rows_figure,
     samples_figure,
     save,
@@ -42,7 +41,7 @@ def main():
     first = {d: test_x[(test_y == d).nonzero()[0, 0]] for d in range(10)}
     walks = {f"{name} {a}→{b}": interpolate(net, first[a], first[b], 12) for a, b in PAIRS for name, net in models.items()}
     codes = {name: net.code(test_x) for name, net in models.items()}
-    z_dim = next(iter(models.values())).config.z_dim  # the same for every model (params.yaml: model.z_dim)
+    z_dim = next(iter(models.values())).layers.z_dim  # the same for every model (params.yaml: model.z_dim)
     axis = "z" if z_dim == 2 else "PC"
     figures = {
         "samples.png": samples_figure(

@@ -32,7 +32,8 @@ def test_the_shipped_params_load():
         ("train", "batch_size", 100000, "train.batch_size = 100000 is larger than data.train_size"),
         ("vae", "likelihood", "poisson", "vae.likelihood = 'poisson' is not accepted; expected gaussian, bernoulli or continuous_bernoulli"),
         ("vae", "beta", -1, "vae.beta = -1 is not accepted"),
-        ("data", "train_size", 60001, "data.train_size = 60001 is not accepted; expected an int from 1 to 60000"),
+        ("data", "train_size", 60001, "data.train_size = 60001 is not accepted; expected an int from 2 to 60000"),
+        ("data", "train_size", 1, "data.train_size = 1 is not accepted; expected an int from 2 to 60000"),
         ("data", "binarize", "static", "data.binarize = 'static' is not accepted; expected none or dynamic"),
         ("classifier", "epochs", 0, "classifier.epochs = 0 is not accepted; expected an int >= 1"),
         ("evaluate", "nll_samples", 0, "evaluate.nll_samples = 0 is not accepted; expected an int >= 1"),
@@ -63,9 +64,15 @@ def test_missing_key(raw_params):
         config.parse(raw_params)
 
 
-def test_float_written_as_yaml_string_is_a_number(raw_params):
-    raw_params["train"]["lr"] = "1e-3"  # how YAML 1.1 reads 1e-3, as `dvc exp run -S train.lr=1e-3` may write it
-    assert config.parse(raw_params).train.lr == 0.001
+def test_a_float_without_a_dot_is_a_number_as_dvc_reads_it(tmp_path, raw_params):
+    # YAML 1.1 (PyYAML) reads 1e-3 as a string; DVC's YAML 1.2, and so config.load, as a number.
+    text = (ROOT / "params.yaml").read_text().replace("lr: 0.001 ", "lr: 1e-3 ", 1)
+    assert "lr: 1e-3" in text
+    (tmp_path / "params.yaml").write_text(text)
+    assert config.load(tmp_path / "params.yaml").train.lr == 0.001
+    raw_params["train"]["lr"] = "1e-3"  # a string in the dict is no number: strings are never converted
+    with pytest.raises(UserError, match="train.lr = '1e-3' is not accepted; expected a number > 0"):
+        config.parse(raw_params)
 
 
 @pytest.mark.parametrize("text, message", [("", "must be a mapping"), ("train: [1, 2\n", "not valid YAML at line")])

@@ -16,7 +16,7 @@ import torch
 
 from helpers import ROOT, env, fails, idx_bytes, needs_mnist, ran, read_params, sh, snapshot, write_params
 
-LOG = "metrics/vae/train"  # DVCLive's folder (aevae.live)
+LOG = "metrics/vae/train"  # DVCLive's folder (aevae.trainer)
 OUTPUTS = ["models/vae.pt", "metrics/vae/time.json", f"{LOG}/metrics.json"] + [
     f"{LOG}/plots/metrics/{split}/{term}.tsv" for split in ("train", "test") for term in ("loss", "recon", "kl")] + [
     f"{LOG}/plots/metrics/kl_weight.tsv"]

@@ -1,12 +1,12 @@
-import dataclasses
 import re
 
 import pytest
 import torch
+from pydantic import Field, ValidationError, create_model
 from torch import nn
 
-from aevae import MissingModel, UserError, classifier, config, model, modelfile
-from aevae.likelihoods import recon_loss, recon_nll
+from aevae import MODEL_FORMAT, MissingModel, UserError, classifier, config, model
+from aevae.model import recon_loss, recon_nll
 
 from helpers import ROOT, make_model
 
@@ -32,7 +32,7 @@ def test_every_autoencoder_offers_the_interface(net):
     assert all(t.shape == (5,) for t in per_image)
     assert all(t.shape == () for t in net.loss(x))
     assert net.reconstruct(x).shape == (5, 784)
-    net.fit_prior(x, torch.Generator().manual_seed(0))
+    net.estimate_prior(x, torch.Generator().manual_seed(0))
     assert net.prior_sample(7, torch.Generator().manual_seed(0)).shape == (7, 3)
     assert net.sample(7, torch.Generator().manual_seed(0)).shape == (7, 784)
     # what the figures' captions say, and whether evaluation asks for a density
@@ -50,37 +50,35 @@ def test_build_follows_the_params(raw_params):
     for kind in KINDS:
         net = model.build(kind, p)
         assert type(net) is model.KINDS[kind] and net.code(torch.rand(2, 784)).shape == (2, 4)
-    # Each Config holds what builds the model, not the params sections: the mlp's widths and no channels.
-    assert model.build("ae", p).config == model.AE.Config(arch="mlp", widths=(64, 32), z_dim=4, prior="diagonal",
-                                                          components=1)
-    assert model.build("vae", p).config == model.VAE.Config(arch="mlp", widths=(64, 32), z_dim=4, likelihood="bernoulli",
-                                                            beta=3.0, kl_warmup_epochs=0, iwae_samples=1)
+    # The file records what builds the model, not the params sections: the mlp's widths and no channels.
+    assert model.build("ae", p).model_args() == {"arch": "mlp", "widths": [64, 32], "z_dim": 4, "prior": "diagonal",
+                                                 "components": 1}
+    assert model.build("vae", p).model_args() == {"arch": "mlp", "widths": [64, 32], "z_dim": 4,
+                                                  "likelihood": "bernoulli", "beta": 3.0, "kl_warmup_epochs": 0,
+                                                  "iwae_samples": 1}
     raw_params["model"].update(arch="conv", channels=[8])
     raw_params["ae"].update(prior="gmm", gmm_components=5)
-    assert model.build("ae", config.parse(raw_params)).config == model.AE.Config(
-        arch="conv", widths=(8,), z_dim=4, prior="gmm", components=5)
+    assert model.build("ae", config.parse(raw_params)).model_args() == {
+        "arch": "conv", "widths": [8], "z_dim": 4, "prior": "gmm", "components": 5}
     vae = model.build("vae", p)
-    assert (vae.config.beta, vae.likelihood, vae.kl_weight()) == (3.0, "bernoulli", 3.0)
+    assert vae.settings is p.vae and (vae.likelihood, vae.kl_weight()) == ("bernoulli", 3.0)
     with pytest.raises(UserError, match="unknown model 'gan'; accepted: ae, vae"):
         model.build("gan", p)
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        vae.config.beta = 1.0
+    with pytest.raises(ValidationError, match="frozen"):
+        vae.settings.beta = 1.0
 
 
 class Linear(model.Autoencoder):
     """A model added the way a new one is: its class alone (and its entry in KINDS). Deterministic
-    like the AE, linear, and sampled from N(0, I). Its Config is the inherited Network (arch, widths,
-    z_dim) from params.yaml's `model` section, which its file records; its encoder reads z_dim alone."""
+    like the AE, linear, and sampled from N(0, I). It has no section of params.yaml: it is built from
+    its Layers alone (arch, widths, z_dim, from the `model` section), which its file records; its
+    encoder reads z_dim alone."""
 
     code_name, prior_name = "codes", "z ~ N(0, I)"
 
-    def __init__(self, config: model.Network):
-        super().__init__(config)  # the shared decoder, from the Network
-        self.encoder = nn.Linear(784, config.z_dim)
-
-    @classmethod
-    def from_params(cls, p):
-        return cls(cls.Config(**model.Network.args(dataclasses.asdict(p.model))))
+    def __init__(self, layers: config.Layers, settings=None):
+        super().__init__(layers)  # the shared decoder, from the Layers
+        self.encoder = nn.Linear(784, layers.z_dim)
 
     def code(self, x):
         return self.encoder(x)
@@ -90,11 +88,11 @@ class Linear(model.Autoencoder):
         return model.Output(self.decoder(code), x.new_zeros(len(x)), code)
 
     def prior_sample(self, n, generator):
-        return torch.randn(n, self.config.z_dim, generator=generator)
+        return torch.randn(n, self.layers.z_dim, generator=generator)
 
 
 def test_a_model_added_in_its_class_alone_is_built_trained_saved_and_scored(monkeypatch, raw_params, tmp_path):
-    from aevae import evaluate, train
+    from aevae import scores, trainer
 
     monkeypatch.setitem(model.KINDS, "linear", Linear)
     raw_params["model"].update(hidden_dims=[32], z_dim=3)
@@ -102,19 +100,19 @@ def test_a_model_added_in_its_class_alone_is_built_trained_saved_and_scored(monk
     p = config.parse(raw_params)
     torch.manual_seed(0)
     net = model.build("linear", p)
-    assert type(net) is Linear and net.config == model.Network(arch="mlp", widths=(32,), z_dim=3)
+    assert type(net) is Linear and net.layers == config.Layers(arch="mlp", widths=[32], z_dim=3)
     x = torch.rand(256, 784)
-    history = train.fit(net, (x[:192],), (x[192:],), p.train, torch.device("cpu"))
+    history = trainer.fit(net, (x[:192],), (x[192:],), p.train, torch.device("cpu"))
     assert history[-1].means["train"]["loss"] < history[0].means["train"]["loss"]
     model.save(net, tmp_path / "linear.pt")
     assert torch.load(tmp_path / "linear.pt")["model_args"] == {"arch": "mlp", "widths": [32], "z_dim": 3}
     back = model.load(tmp_path / "linear.pt")
-    assert type(back) is Linear and back.config == net.config
+    assert type(back) is Linear and back.layers == net.layers
     assert torch.equal(back.decode(torch.ones(1, 3)), net.decode(torch.ones(1, 3)))
     scorer = classifier.for_scoring(classifier.Classifier())
     scorer.reference = (torch.zeros(128, dtype=torch.float64), torch.eye(128, dtype=torch.float64))
     raw_params["evaluate"].update(samples=50)
-    metrics, _ = evaluate.model_metrics(back, scorer, (x[:192], torch.arange(192) % 10, x[192:],
+    metrics, _ = scores.model_metrics(back, scorer, (x[:192], torch.arange(192) % 10, x[192:],
                                                         torch.arange(64) % 10), config.parse(raw_params).evaluate)
     assert "kl" not in metrics and metrics["active_units"] <= 3 and metrics["mse"] > 0
 
@@ -176,7 +174,7 @@ def ae_with_codes(prior, codes, **kw):
     """An AE whose encoder returns `codes` (whatever the images), with its prior fitted to them."""
     ae = make_model("ae", hidden_dims=(16,), z_dim=codes.shape[1], prior=prior, **kw)
     ae.code = lambda x: codes[: len(x)]
-    ae.fit_prior(torch.zeros(len(codes), 784), torch.Generator().manual_seed(0))
+    ae.estimate_prior(torch.zeros(len(codes), 784), torch.Generator().manual_seed(0))
     return ae
 
 
@@ -246,7 +244,7 @@ def test_em_reports_its_iterations_and_whether_it_converged():
     assert not capped.converged and capped.iterations == fit.iterations - 1
     ae = make_model("ae", hidden_dims=(16,), z_dim=2, prior="gmm", gmm_components=2)
     ae.code = lambda x: codes[: len(x)].float()
-    assert ae.fit_prior(torch.zeros(len(codes), 784), torch.Generator().manual_seed(0)) == {
+    assert ae.estimate_prior(torch.zeros(len(codes), 784), torch.Generator().manual_seed(0)) == {
         "em_iterations": fit.iterations, "em_converged": 1}
 
 
@@ -257,24 +255,22 @@ def test_em_that_stops_at_its_cap_says_so_on_stderr_and_in_its_report(monkeypatc
     monkeypatch.setattr(model, "gaussian_mixture", lambda *args: capped)
     ae = make_model("ae", hidden_dims=(16,), z_dim=2, prior="gmm", gmm_components=2)
     ae.code = lambda x: codes[: len(x)].float()
-    assert ae.fit_prior(torch.zeros(len(codes), 784), torch.Generator().manual_seed(0)) == {
+    assert ae.estimate_prior(torch.zeros(len(codes), 784), torch.Generator().manual_seed(0)) == {
         "em_iterations": 1, "em_converged": 0}
     assert capsys.readouterr().err == ("ae.prior gmm: EM stopped at its cap of 1 iterations before converging; "
                                        "the mixture is the last iterate\n")
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"data": {"train_size": 1}, "train": {"batch_size": 1}}, r"^data.train_size = 1: .* accepted: data.train_size >= 2$"),
+    ({"data": {"train_size": 1}, "train": {"batch_size": 1}}, r"data.train_size = 1 is not accepted; expected an int from 2"),
     ({"data": {"train_size": 5}, "train": {"batch_size": 5}, "ae": {"prior": "gmm", "gmm_components": 6}},
      r"^ae.gmm_components = 6 is more than data.train_size = 5 .*; accepted: at most data.train_size$"),
 ])
-def test_a_prior_that_cannot_be_fitted_stops_the_ae_before_training(raw_params, change, message):
+def test_a_prior_that_cannot_be_fitted_stops_every_stage_before_it_runs(raw_params, change, message):
     for section, values in change.items():
         raw_params[section].update(values)
-    p = config.parse(raw_params)
     with pytest.raises(UserError, match=message):
-        model.build("ae", p)
-    model.build("vae", p)  # which has no such prior
+        config.parse(raw_params)
 
 
 def test_samples_decode_draws_from_the_prior():
@@ -292,7 +288,7 @@ def test_model_file_round_trip(tmp_path, raw_params, kind, arch):
     net = model.build(kind, config.parse(raw_params))
     model.save(net, tmp_path / "m.pt")
     back = model.load(tmp_path / "m.pt")
-    assert type(back) is type(net) and back.config == net.config
+    assert type(back) is type(net) and back.model_args() == net.model_args()
     assert (back.kl_weight(), back.likelihood) == (net.kl_weight(), net.likelihood)
     z = torch.randn(2, 4)
     assert torch.equal(back.decode(z), net.decode(z))
@@ -302,32 +298,31 @@ def test_model_file_round_trip(tmp_path, raw_params, kind, arch):
 FORMAT_1 = ROOT / "tests/data/format1"  # model files written by the code before files had a format
 
 
-def grow_the_params(monkeypatch, raw_params) -> config.Params:
+def grow_the_params(raw_params) -> config.Params:
     """Params with a key added to the `model` section (and its schema), as a new feature would add one."""
-    grown = dataclasses.make_dataclass("ModelParams", [("dropout", float, config.spec("a number in [0, 1)"))],
-                                       bases=(config.ModelParams,), frozen=True)
-    monkeypatch.setattr(config, "ModelParams", grown)  # Params reads its sections' types from the module
+    model_section = create_model("ModelParams", __base__=config.ModelParams,
+                                 dropout=(float, Field(ge=0, lt=1, description="a number in [0, 1)")))
+    grown = create_model("Params", __base__=config.Params, model=(model_section, ...))
     raw_params["model"]["dropout"] = 0.1
-    return config.parse(raw_params)
+    return config.parse(raw_params, schema=grown)
 
 
-def test_model_files_of_format_1_and_of_today_load_after_a_key_is_added_to_the_params(monkeypatch, raw_params,
-                                                                                      tmp_path):
+def test_model_files_of_format_1_and_of_today_load_after_a_key_is_added_to_the_params(raw_params, tmp_path):
     raw_params["model"].update(hidden_dims=[16], z_dim=2)
     today = model.build("vae", config.parse(raw_params))
     model.save(today, tmp_path / "vae.pt")
-    assert grow_the_params(monkeypatch, raw_params).model.dropout == 0.1
+    assert grow_the_params(raw_params).model.dropout == 0.1
     back = model.load(tmp_path / "vae.pt")
-    assert back.config == today.config and all(torch.equal(a, b) for a, b in
+    assert back.model_args() == today.model_args() and all(torch.equal(a, b) for a, b in
                                                 zip(back.state_dict().values(), today.state_dict().values()))
     # Format 1 held the params sections whole; each loads as the model it was, with its old outputs.
     expected = torch.load(FORMAT_1 / "expected.pt")
-    configs = {"ae_mlp_gmm": model.AE.Config(arch="mlp", widths=(16, 8), z_dim=2, prior="gmm", components=3),
-               "vae_conv": model.VAE.Config(arch="conv", widths=(4, 8), z_dim=2, likelihood="bernoulli", beta=2.0,
-                                            kl_warmup_epochs=3, iwae_samples=4)}
+    configs = {"ae_mlp_gmm": {"arch": "mlp", "widths": [16, 8], "z_dim": 2, "prior": "gmm", "components": 3},
+               "vae_conv": {"arch": "conv", "widths": [4, 8], "z_dim": 2, "likelihood": "bernoulli", "beta": 2.0,
+                            "kl_warmup_epochs": 3, "iwae_samples": 4}}
     for name, want in configs.items():
         old = model.load(FORMAT_1 / f"{name}.pt")
-        assert old.config == want
+        assert old.model_args() == want
         saved = torch.load(FORMAT_1 / f"{name}.pt")["state_dict"]
         assert old.state_dict().keys() == saved.keys()
         assert all(torch.equal(old.state_dict()[k], saved[k]) for k in saved)  # every weight, as written
@@ -335,7 +330,7 @@ def test_model_files_of_format_1_and_of_today_load_after_a_key_is_added_to_the_p
         torch.testing.assert_close(old.decode(torch.linspace(-2, 2, 6).view(3, 2)), expected[name]["decoded"])
         torch.testing.assert_close(old.sample(3, torch.Generator().manual_seed(0)), expected[name]["sample"])
         model.save(old, tmp_path / f"{name}.pt")  # and written again in today's format
-        assert torch.load(tmp_path / f"{name}.pt")["format"] == modelfile.FORMAT
+        assert torch.load(tmp_path / f"{name}.pt")["format"] == MODEL_FORMAT
 
 
 def test_a_classifier_file_of_format_1_loads(tmp_path):
@@ -353,7 +348,7 @@ def test_a_model_file_of_an_unknown_format_is_one_line_naming_it_and_what_to_do(
     with pytest.raises(UserError) as e:
         model.load(tmp_path / "ae.pt")
     assert str(e.value) == (f"{tmp_path / 'ae.pt'}: model file format 3 is not one this code reads (accepted: 1 to "
-                            f"{modelfile.FORMAT}); load it with the aevae that wrote it, or retrain it: "
+                            f"{MODEL_FORMAT}); load it with the aevae that wrote it, or retrain it: "
                             "dvc repro -f train_ae")
 
 
@@ -411,7 +406,7 @@ def test_iwae_with_one_sample_is_the_elbo_and_more_samples_bound_tighter():
 
     losses = {}
     for k in (1, 5, 50):
-        iwae = model.VAE(dataclasses.replace(net.config, iwae_samples=k))
+        iwae = model.VAE(net.layers, net.settings.model_copy(update={"iwae_samples": k}))
         iwae.load_state_dict(net.state_dict())
         torch.manual_seed(3)
         losses[k] = sum(iwae.loss(x).loss.item() for _ in range(20)) / 20

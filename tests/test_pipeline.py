@@ -81,7 +81,7 @@ def test_an_experiment_reruns_only_what_its_params_reach(ran_repo):
         assert_metrics_load(ran_repo, command)
     assert not any(path.startswith("metrics/ae/") for path in metrics)
     assert (ran_repo / "metrics/ae/evaluate.json").read_bytes() == ae_metrics
-    assert not (ran_repo / "plots/images/manifold.png").exists()  # z = 50 here: tests/test_render.py draws one
+    assert not (ran_repo / "plots/images/manifold.png").exists()  # z = 50 here: tests/test_figures.py draws one
 
 
 @needs_mnist

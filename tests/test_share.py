@@ -42,8 +42,8 @@ def test_an_experiment_pushed_from_one_clone_is_pulled_whole_into_another(ran_re
 
     code = (  # the README's recipe: the workspace's model, and main's through dvc.api
         "import dvc.api; from aevae import model\n"
-        "print(model.load('models/vae.pt').config.beta)\n"
-        "with dvc.api.open('models/vae.pt', rev='main', mode='rb') as f: print(model.load(f).config.beta)"
+        "print(model.load('models/vae.pt').settings.beta)\n"
+        "with dvc.api.open('models/vae.pt', rev='main', mode='rb') as f: print(model.load(f).settings.beta)"
     )
     loaded = subprocess.run([sys.executable, "-c", code], cwd=b, env=env(b), capture_output=True, text=True, check=True)
     assert loaded.stdout.split() == ["4.0", "1.0"]

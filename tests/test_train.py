@@ -1,11 +1,9 @@
-import dataclasses
-
 import pytest
 import torch
 
 from aevae import UserError, classifier, config, data, download, model
 from aevae.runtime import resolve_device
-from aevae.train import Diverged, fit
+from aevae.trainer import Diverged, fit
 
 from helpers import MNIST, needs_mnist
 
@@ -14,7 +12,7 @@ TERMS = ["loss", "recon", "kl"]
 
 
 def small_train_cfg(raw_params, **changes):
-    return dataclasses.replace(config.parse(raw_params).train, **changes)
+    return config.parse(raw_params).train.model_copy(update=changes)
 
 
 def build(raw_params, kind="vae", **vae):
@@ -47,7 +45,7 @@ def test_each_epoch_has_the_models_terms_and_the_loss_is_recon_plus_beta_kl(raw_
 def test_bf16_keeps_float32_weights_and_learns_about_the_same(raw_params):
     cfg = small_train_cfg(raw_params, epochs=2, batch_size=32)
     x = torch.rand(768, 784)
-    (_, rows), (net, bf16_rows) = run(cfg, x, raw_params), run(dataclasses.replace(cfg, precision="bf16"), x, raw_params)
+    (_, rows), (net, bf16_rows) = run(cfg, x, raw_params), run(cfg.model_copy(update={"precision": "bf16"}), x, raw_params)
     assert all(p.dtype == torch.float32 for p in net.parameters())  # autocast: only the matmuls round to bf16
     assert bf16_rows != rows
     for row, bf16_row in zip(rows, bf16_rows):

@@ -1,105 +1,113 @@
-"""params.yaml, parsed once into a typed, validated, immutable object.
+"""params.yaml, parsed by pydantic into one frozen object, a class per section.
 
-Every key must be present and known: params.yaml is the single source of the
-defaults, so the code holds none that could drift from it. A bad value stops
-the stage with one line that names the key and what would be accepted.
+Every key must be present and known: params.yaml holds the defaults, so the code holds none that
+could drift from it. A bad value stops the stage with one line that names the key and what would be
+accepted: each field's `description`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
-import math
-import types
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from ruamel.yaml import YAML, YAMLError
 
 from aevae import UserError
 
 MNIST_TRAIN_SIZE = 60_000
 
-
-def spec(accepted: str, check=lambda v: True):
-    """A field with a range check and the words that describe what it accepts."""
-    return field(metadata={"accepted": accepted, "check": check})
-
-
-@dataclass(frozen=True)
-class DataParams:
-    train_size: int = spec(f"an int from 1 to {MNIST_TRAIN_SIZE}", lambda v: 1 <= v <= MNIST_TRAIN_SIZE)
-    mirrors: tuple[str, ...] = spec("a list of base URLs or folders holding the MNIST files")
-    binarize: Literal["none", "dynamic"] = spec("none or dynamic")
+# The kinds of value params.yaml holds, each with the words its error gives for what it accepts. A
+# Literal's error lists its values.
+Count = Annotated[int, Field(ge=1, description="an int >= 1")]
+Natural = Annotated[int, Field(ge=0, description="an int >= 0")]
+Positive = Annotated[float, Field(gt=0, description="a number > 0")]
+NonNegative = Annotated[float, Field(ge=0, description="a number >= 0")]
+Device = Literal["auto", "cpu", "cuda"]
 
 
-@dataclass(frozen=True)
-class ModelParams:
-    """The networks every autoencoder shares (aevae.model): mlp reads hidden_dims, conv reads channels."""
-
-    hidden_dims: tuple[int, ...] = spec(
-        "a non-empty list of ints >= 1, e.g. [512, 256]", lambda v: len(v) > 0 and min(v) >= 1
-    )
-    z_dim: int = spec("an int >= 1", lambda v: v >= 1)
-    arch: Literal["mlp", "conv"] = spec("mlp or conv")
-    channels: tuple[int, ...] = spec(
-        "a list of 1 to 4 ints >= 1, e.g. [32, 64] (each convolution halves the 28-pixel side)",
-        lambda v: 1 <= len(v) <= 4 and min(v) >= 1,
-    )
+class Section(BaseModel):
+    # strict: YAML's `true` is no int, and 2.5 no epoch count. Numbers must be finite.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
-@dataclass(frozen=True)
-class TrainParams:
-    epochs: int = spec("an int >= 1", lambda v: v >= 1)
-    batch_size: int = spec("an int >= 1", lambda v: v >= 1)
-    lr: float = spec("a number > 0", lambda v: v > 0)
-    weight_decay: float = spec("a number >= 0", lambda v: v >= 0)
-    seed: int = spec("an int >= 0", lambda v: v >= 0)
-    device: Literal["auto", "cpu", "cuda"] = spec("auto, cpu or cuda")
-    precision: Literal["float32", "bf16"] = spec("float32 or bf16")
+class DataParams(Section):
+    # At least 2: the AE's prior is fitted to the training codes.
+    train_size: int = Field(ge=2, le=MNIST_TRAIN_SIZE, description=f"an int from 2 to {MNIST_TRAIN_SIZE}")
+    mirrors: list[Annotated[str, Field(min_length=1)]] = Field(
+        description="a list of base URLs or folders holding the MNIST files")
+    binarize: Literal["none", "dynamic"]
 
 
-@dataclass(frozen=True)
+class Layers(Section):
+    """What builds the encoder and the decoder (aevae.model): the mlp's hidden widths or the conv's
+    channels, and z's size. A model file records these three, not params.yaml's `model` section."""
+
+    arch: Literal["mlp", "conv"]
+    widths: list[int]
+    z_dim: int
+
+
+class ModelParams(Section):
+    """The layers every autoencoder shares: mlp reads hidden_dims, conv reads channels."""
+
+    hidden_dims: list[Count] = Field(min_length=1, description="a non-empty list of ints >= 1, e.g. [512, 256]")
+    z_dim: Count
+    arch: Literal["mlp", "conv"]
+    channels: list[Count] = Field(min_length=1, max_length=4, description=(
+        "a list of 1 to 4 ints >= 1, e.g. [32, 64] (each convolution halves the 28-pixel side)"))
+
+    def layers(self) -> Layers:
+        return Layers(arch=self.arch, widths=self.hidden_dims if self.arch == "mlp" else self.channels,
+                      z_dim=self.z_dim)
+
+
+class TrainParams(Section):
+    epochs: Count
+    batch_size: Count
+    lr: Positive
+    weight_decay: NonNegative
+    seed: Natural
+    device: Device
+    precision: Literal["float32", "bf16"]
+
+
 class ClassifierParams(TrainParams):
-    train_size: int = spec(f"an int from 1 to {MNIST_TRAIN_SIZE}", lambda v: 1 <= v <= MNIST_TRAIN_SIZE)
+    train_size: int = Field(ge=1, le=MNIST_TRAIN_SIZE, description=f"an int from 1 to {MNIST_TRAIN_SIZE}")
 
 
-@dataclass(frozen=True)
-class VAEParams:
-    beta: float = spec("a number >= 0", lambda v: v >= 0)
-    likelihood: Literal["gaussian", "bernoulli", "continuous_bernoulli"] = spec(
-        "gaussian, bernoulli or continuous_bernoulli")
-    kl_warmup_epochs: int = spec("an int >= 0", lambda v: v >= 0)
-    iwae_samples: int = spec("an int >= 1", lambda v: v >= 1)
+class AEParams(Section):
+    prior: Literal["diagonal", "full", "gmm"]
+    gmm_components: Count
 
 
-@dataclass(frozen=True)
-class AEParams:
-    prior: Literal["diagonal", "full", "gmm"] = spec("diagonal, full or gmm")
-    gmm_components: int = spec("an int >= 1", lambda v: v >= 1)
+class VAEParams(Section):
+    """The VAE's own settings, which its model file records as they are: a new one is a field here."""
+
+    likelihood: Literal["gaussian", "bernoulli", "continuous_bernoulli"]
+    beta: NonNegative
+    kl_warmup_epochs: Natural
+    iwae_samples: Count
 
 
-@dataclass(frozen=True)
-class EvaluateParams:
-    seed: int = spec("an int >= 0", lambda v: v >= 0)
-    nll_samples: int = spec("an int >= 1", lambda v: v >= 1)
-    samples: int = spec("an int >= 2", lambda v: v >= 2)
-    quadrature_range: float = spec("a number > 0", lambda v: v > 0)
-    quadrature_step: float = spec("a number > 0", lambda v: v > 0)
-    quadrature_sds: float = spec("a number > 0", lambda v: v > 0)
-    device: Literal["auto", "cpu", "cuda"] = spec("auto, cpu or cuda")
+class EvaluateParams(Section):
+    seed: Natural
+    nll_samples: Count
+    samples: int = Field(ge=2, description="an int >= 2")
+    quadrature_range: Positive
+    quadrature_step: Positive
+    quadrature_sds: Positive
+    device: Device
 
 
-@dataclass(frozen=True)
-class RenderParams:
-    seed: int = spec("an int >= 0", lambda v: v >= 0)
-    device: Literal["auto", "cpu", "cuda"] = spec("auto, cpu or cuda")
+class RenderParams(Section):
+    seed: Natural
+    device: Device
 
 
-@dataclass(frozen=True)
-class Params:
+class Params(Section):
     data: DataParams
     model: ModelParams
     train: TrainParams
@@ -109,33 +117,41 @@ class Params:
     evaluate: EvaluateParams
     render: RenderParams
 
-    def __post_init__(self):
-        if self.train.batch_size > self.data.train_size:
-            raise UserError(
-                f"train.batch_size = {self.train.batch_size} is larger than data.train_size = "
-                f"{self.data.train_size}; accepted: at most data.train_size"
-            )
+    @model_validator(mode="after")
+    def _enough_images(self):
+        """What the training set is too small for is said before any stage runs."""
+        n = self.data.train_size
+        if self.train.batch_size > n:
+            raise UserError(f"train.batch_size = {self.train.batch_size} is larger than data.train_size = {n}; "
+                            "accepted: at most data.train_size")
+        if self.ae.prior == "gmm" and self.ae.gmm_components > n:
+            raise UserError(f"ae.gmm_components = {self.ae.gmm_components} is more than data.train_size = {n} "
+                            "codes to fit them to; accepted: at most data.train_size")
+        return self
 
 
 def load(path: str | Path = "params.yaml") -> Params:
+    """params.yaml as DVC reads it: YAML 1.2 (ruamel.yaml), where 1e-3 is a number, not a string."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = YAML(typ="safe", pure=True).load(path.read_text())
     except OSError as e:
         raise UserError(f"{path}: cannot read params ({e.strerror})") from None
-    except yaml.YAMLError as e:
+    except YAMLError as e:
         where = getattr(e, "problem_mark", None)
         line = f" at line {where.line + 1}" if where else ""
         raise UserError(f"{path}: not valid YAML{line}; expected a mapping of sections") from None
     return parse(raw, source=str(path))
 
 
-def parse(raw, source: str = "params") -> Params:
-    """Build Params from a plain dict (as read from YAML), or raise UserError naming the bad key."""
+def parse(raw, source: str = "params", schema: type[Params] = Params) -> Params:
+    """Params from a plain dict (as read from YAML), or a UserError naming the bad key."""
     try:
-        return _build(Params, raw, "")
-    except UserError as e:
-        raise UserError(f"{source}: {e}") from None
+        return schema.model_validate(raw)
+    except ValidationError as e:
+        # One line, for the first error; an unknown key first, since it may be a misspelt missing one.
+        error = min(e.errors(), key=lambda err: err["type"] != "extra_forbidden")
+        raise UserError(f"{source}: {explain(error, schema)}") from None
 
 
 # Keys that params.yaml no longer holds, and where their setting went.
@@ -154,65 +170,35 @@ RENAMED = {
 }
 
 
-def _build(cls, raw, prefix: str):
-    names = [f.name for f in dataclasses.fields(cls)]
-    where = prefix.rstrip(".") or "the file"
-    if not isinstance(raw, dict):
-        raise UserError(f"{where} must be a mapping with keys {', '.join(names)}; got {_show(raw)}")
-    for key in raw:
-        if f"{prefix}{key}" in RETIRED:
-            raise UserError(f"'{prefix}{key}' is no longer read: {RETIRED[prefix + key]}")
-        if key not in names:
-            if f"{prefix}{key}" in RENAMED:
-                new, why = RENAMED[prefix + key]
-                hint = f"did you mean '{new}'? It was renamed: {why}; "
-            else:
-                near = difflib.get_close_matches(str(key), names, n=1)
-                hint = f"did you mean '{prefix}{near[0]}'? " if near else ""
-            raise UserError(f"unknown key '{prefix}{key}'; {hint}accepted: {', '.join(names)}")
-    hints = typing.get_type_hints(cls)
-    values = {}
-    for f in dataclasses.fields(cls):
-        key = prefix + f.name
-        if f.name not in raw:
-            raise UserError(f"missing key '{key}'")
-        if dataclasses.is_dataclass(hints[f.name]):
-            values[f.name] = _build(hints[f.name], raw[f.name], key + ".")
-            continue
-        value = _convert(raw[f.name], hints[f.name])
-        if value is None or not f.metadata["check"](value):
-            raise UserError(f"{key} = {_show(raw[f.name])} is not accepted; expected {f.metadata['accepted']}")
-        values[f.name] = value
-    return cls(**values)
+def explain(error: dict, schema: type[BaseModel]) -> str:
+    """pydantic's error (one of ValidationError.errors()) in params.yaml's words."""
+    loc = [part for part in error["loc"] if isinstance(part, str)]  # a list item's index is the list's error
+    section = schema
+    for part in loc[:-1]:
+        section = section.model_fields[part].annotation
+    key, names = ".".join(loc), list(section.model_fields)
+    if error["type"] == "extra_forbidden":
+        if key in RETIRED:
+            return f"'{key}' is no longer read: {RETIRED[key]}"
+        prefix = key.rpartition(".")[0] + "." if "." in key else ""
+        if key in RENAMED:
+            new, why = RENAMED[key]
+            hint = f"did you mean '{new}'? It was renamed: {why}; "
+        else:
+            near = difflib.get_close_matches(loc[-1], names, n=1)
+            hint = f"did you mean '{prefix}{near[0]}'? " if near else ""
+        return f"unknown key '{key}'; {hint}accepted: {', '.join(names)}"
+    if error["type"] == "missing":
+        return f"missing key '{key}'"
+    if error["type"] in ("model_type", "model_attributes_type"):  # a section, or the file, that is no mapping
+        fields = (section.model_fields[loc[-1]].annotation if loc else schema).model_fields
+        return f"{key or 'the file'} must be a mapping with keys {', '.join(fields)}; got {show(error['input'])}"
+    field = section.model_fields[loc[-1]]
+    accepted = field.description or " or ".join(
+        [", ".join(typing.get_args(field.annotation)[:-1]), typing.get_args(field.annotation)[-1]])
+    shown = show(error["input"]) if len(error["loc"]) == len(loc) else "list"  # an item's error is its list's
+    return f"{key} = {shown} is not accepted; expected {accepted}"
 
 
-def _convert(value, tp):
-    """The value as type tp, or None when it is not one. Never coerces silently across kinds."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):  # the first of its types that takes the value
-        return next((v for v in (_convert(value, t) for t in typing.get_args(tp)) if v is not None), None)
-    if origin is Literal:
-        return value if value in typing.get_args(tp) else None
-    if origin is tuple:
-        if not isinstance(value, list):
-            return None
-        items = [_convert(v, typing.get_args(tp)[0]) for v in value]
-        return None if any(i is None for i in items) else tuple(items)
-    if isinstance(value, bool):  # YAML's yes/true must not pass as 1
-        return None
-    if tp is int:
-        return value if isinstance(value, int) else None
-    if tp is float:
-        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
-            try:
-                value = float(value)
-            except ValueError:
-                return None
-        return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
-    if tp is str:
-        return value if isinstance(value, str) and value else None
-    raise TypeError(f"unsupported params type {tp}")
-
-
-def _show(value) -> str:
+def show(value) -> str:
     return repr(value) if not isinstance(value, (dict, list)) else type(value).__name__

@@ -62,6 +62,6 @@ def eval_images(x: torch.Tensor, binarize: str, split: str) -> torch.Tensor:
 
 
 def batch_transform(binarize: str):
-    """The function every training batch goes through (aevae.train.fit's `transform`). Under dynamic
+    """The function every training batch goes through (aevae.trainer.fit's `transform`). Under dynamic
     binarisation it draws each batch's pixels anew; otherwise there is none, and batches stay grey."""
     return torch.bernoulli if binarize == "dynamic" else None

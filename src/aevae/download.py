@@ -10,8 +10,7 @@ import urllib.request
 import zlib
 from pathlib import Path
 
-from aevae import UserError
-from aevae.files import atomic_path
+from aevae import UserError, atomic_path
 
 # SHA-256 of the decompressed files: the .gz bytes differ between mirrors, the contents do not.
 SHA256 = {

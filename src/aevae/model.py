@@ -1,28 +1,113 @@
-"""The autoencoders: one interface, which evaluation, rendering, the bench and the tests use without
-knowing which model they hold, and KINDS, the registry that `build` and `load` find a model's class in.
+"""The autoencoders: p(x|z) under each likelihood, the encoder and decoder they share, the AE and the VAE.
 
-Each model is built from one frozen object, its `Config`: the few values that make its networks and
-its objective, filled in from params.yaml by `from_params` and recorded in its model file
-(aevae.modelfile). A new model is a subclass of Autoencoder with its `Config` and `from_params`, and an
-entry in KINDS (docs/architecture.md walks through one).
+Evaluation, rendering, the bench and the tests use a model through the Autoencoder interface, without
+knowing which one they hold; KINDS is the registry that `build` and `load` find its class in. A model is
+built from its Layers (params.yaml's `model` section, aevae.config) and, if it has one, its own section
+of params.yaml, which its model file records as they are. A new model is a subclass of Autoencoder and
+an entry in KINDS (docs/architecture.md walks through one).
+
+`likelihood` names p(x|z): gaussian, bernoulli or continuous_bernoulli (vae.likelihood; the AE's is the
+gaussian). Each gives the loss that trains a model, the normalised density that ELBOs and NLLs are made
+of, and the image a model stands for.
 """
 
 from __future__ import annotations
 
 import math
 import sys
-from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
 import torch
+import torch.nn.functional as F
+from pydantic import BaseModel
 from torch import nn
+from torch.distributions import ContinuousBernoulli
 
-from aevae import UserError, modelfile
-from aevae.config import Params
-from aevae.likelihoods import GAUSSIAN_NLL_CONSTANT, IMAGE_DIM, IMAGE_SIDE, LOG_2PI, mean_image, recon_loss, recon_nll
+from aevae import MODEL_FORMAT, UserError, read_model, write_model
+from aevae.config import RENAMED, AEParams, Layers, Params, VAEParams
 from aevae.runtime import one_thread
+
+IMAGE_SIDE = 28
+IMAGE_DIM = IMAGE_SIDE * IMAGE_SIDE
+LOG_2PI = math.log(2 * math.pi)
+# -log N(x; mu, I/2) - ||x - mu||^2: summed squared error is the NLL of a Gaussian of variance 1/2, up to this.
+GAUSSIAN_NLL_CONSTANT = 0.5 * IMAGE_DIM * math.log(math.pi)
+# ATen splits a tensor of more values than this between threads, one share each (at::internal::GRAIN_SIZE).
+GRAIN = 32768
+
+
+def same_at_any_thread_count(op):
+    """`op`, an elementwise torch function, applied in blocks of GRAIN values, each of which ATen runs
+    on one thread. ATen computes sigmoid and softplus with an AVX2 formula, and the few values at the end
+    of each thread's share with a scalar one that can differ in the last bit; where the shares end
+    depends on the thread count. In blocks, every value takes the formula it takes on one thread."""
+
+    def blockwise(x: torch.Tensor) -> torch.Tensor:
+        if x.numel() <= GRAIN or x.device.type != "cpu":
+            return op(x)
+        return torch.cat([op(block) for block in x.reshape(-1).split(GRAIN)]).view(x.shape)
+
+    return blockwise
+
+
+sigmoid = same_at_any_thread_count(torch.sigmoid)
+softplus = same_at_any_thread_count(F.softplus)
+
+
+def recon_loss(logits: torch.Tensor, x: torch.Tensor, likelihood: str) -> torch.Tensor:
+    """Per-image reconstruction loss summed over pixels: squared error (gaussian), cross-entropy
+    (bernoulli), or cross-entropy minus the log-normaliser (continuous_bernoulli: a proper density
+    for grey pixels, where cross-entropy is not one)."""
+    if likelihood == "gaussian":
+        return F.mse_loss(sigmoid(logits), x, reduction="none").sum(-1)
+    # From logits, not from sigmoid outputs: stays finite where the sigmoid saturates.
+    nll = F.binary_cross_entropy_with_logits(logits, x, reduction="none")
+    if likelihood == "continuous_bernoulli":
+        nll = nll - cb_log_norm(logits)
+    return nll.sum(-1)
+
+
+def recon_nll(logits: torch.Tensor, x: torch.Tensor, likelihood: str) -> torch.Tensor:
+    """-log p(x|z) per image, in nats, as a normalised density: what ELBO and NLL bounds are made of."""
+    nll = recon_loss(logits, x, likelihood)
+    return nll + GAUSSIAN_NLL_CONSTANT if likelihood == "gaussian" else nll
+
+
+def log_likelihoods(logits: torch.Tensor, x: torch.Tensor, likelihood: str) -> torch.Tensor:
+    """log p(x_n | z_g) for every image x_n (N rows) and every decoded z_g (G rows of logits), as an
+    (N, G) matrix: one matmul, where -recon_nll over every pair would make N x G passes over the pixels."""
+    if likelihood == "gaussian":
+        mean = sigmoid(logits)
+        return 2 * x @ mean.T - x.pow(2).sum(1, keepdim=True) - mean.pow(2).sum(1) - GAUSSIAN_NLL_CONSTANT
+    out = x @ logits.T - softplus(logits).sum(1)  # sum of x log(lambda) + (1 - x) log(1 - lambda)
+    return out + cb_log_norm(logits).sum(1) if likelihood == "continuous_bernoulli" else out
+
+
+def cb_log_norm(logits: torch.Tensor) -> torch.Tensor:
+    """log C(lambda), the continuous Bernoulli's log-normaliser (Loaiza-Ganem & Cunningham 2019), from
+    the logit l of lambda: C = 2 atanh(1 - 2 lambda) / (1 - 2 lambda) = l / tanh(l / 2). At l = 0
+    (lambda = 1/2) that is 0/0, so near it: the Taylor series, log 2 + l^2 / 12 (next term -7 l^4 / 1440)."""
+    small = logits.abs() < 1e-2
+    safe = torch.where(small, torch.ones_like(logits), logits)
+    return torch.where(small, math.log(2) + logits.pow(2) / 12, torch.log(safe / torch.tanh(safe / 2)))
+
+
+def image_cross_entropy(logits: torch.Tensor, x: torch.Tensor, likelihood: str) -> torch.Tensor:
+    """Per-image cross-entropy of x against the image the logits stand for (mean_image), summed over
+    pixels: a figure about the reconstruction, whatever the likelihood."""
+    if likelihood == "continuous_bernoulli":  # its mean is never 0 or 1, so the probabilities are safe
+        return F.binary_cross_entropy(mean_image(logits, likelihood), x, reduction="none").sum(-1)
+    return recon_loss(logits, x, "bernoulli")  # of sigmoid(logits), from the logits: finite where it saturates
+
+
+def mean_image(logits: torch.Tensor, likelihood: str) -> torch.Tensor:
+    """E[x|z], the image a decoder's logits stand for: lambda = sigmoid(l) for the gaussian and the
+    bernoulli; the continuous Bernoulli's mean is not lambda, but pulled towards 1/2."""
+    if likelihood == "continuous_bernoulli":
+        return ContinuousBernoulli(probs=sigmoid(logits)).mean
+    return sigmoid(logits)
 
 
 class Output(NamedTuple):
@@ -42,75 +127,46 @@ class AutoencoderLosses(NamedTuple):
     kl: torch.Tensor
 
 
-@dataclass(frozen=True)
-class Network:
-    """What makes the encoder and the decoder every autoencoder shares: params.yaml's `model` section,
-    less what its arch does not read. `widths` are the mlp's hidden layers or the conv's channels."""
-
-    arch: str  # mlp | conv
-    widths: tuple[int, ...]
-    z_dim: int
-
-    def __post_init__(self):  # A model file holds lists; the Config holds tuples, as the params do.
-        object.__setattr__(self, "widths", tuple(self.widths))
-
-    @staticmethod
-    def args(model: dict) -> dict:
-        """The Network fields of params.yaml's `model` section (as a dict), which a format-1 file held whole."""
-        arch = model["arch"]
-        widths = model["hidden_dims"] if arch == "mlp" else model["channels"]
-        return {"arch": arch, "widths": widths, "z_dim": model["z_dim"]}
-
-
-def encoder(config: Network) -> tuple[list[nn.Module], int]:
-    """The encoder's layers, from flat images to its last hidden features (after a ReLU), and their
+def encoder(layers: Layers) -> tuple[list[nn.Module], int]:
+    """The encoder's modules, from flat images to its last hidden features (after a ReLU), and their
     width. mlp: a linear layer per width; conv: a 4x4, stride-2 convolution per width (its channels)."""
-    layers = []
-    if config.arch == "mlp":
+    modules = []
+    if layers.arch == "mlp":
         width = IMAGE_DIM
-        for d in config.widths:
-            layers += [nn.Linear(width, d), nn.ReLU()]
+        for d in layers.widths:
+            modules += [nn.Linear(width, d), nn.ReLU()]
             width = d
-        return layers, width
+        return modules, width
     c, side = 1, IMAGE_SIDE
-    layers.append(nn.Unflatten(1, (1, side, side)))
-    for d in config.widths:
-        layers += [nn.Conv2d(c, d, 4, stride=2, padding=1), nn.ReLU()]
+    modules.append(nn.Unflatten(1, (1, side, side)))
+    for d in layers.widths:
+        modules += [nn.Conv2d(c, d, 4, stride=2, padding=1), nn.ReLU()]
         c, side = d, side // 2
-    return layers + [nn.Flatten()], c * side * side
+    return modules + [nn.Flatten()], c * side * side
 
 
-def decoder(config: Network) -> nn.Sequential:
+def decoder(layers: Layers) -> nn.Sequential:
     """The encoder mirrored, from z to one logit per pixel."""
-    z_dim, channels = config.z_dim, config.widths
-    if config.arch == "mlp":
-        layers, width = [], z_dim
-        for d in reversed(config.widths):
-            layers += [nn.Linear(width, d), nn.ReLU()]
+    z_dim, channels = layers.z_dim, layers.widths
+    if layers.arch == "mlp":
+        modules, width = [], z_dim
+        for d in reversed(layers.widths):
+            modules += [nn.Linear(width, d), nn.ReLU()]
             width = d
-        return nn.Sequential(*layers, nn.Linear(width, IMAGE_DIM))
+        return nn.Sequential(*modules, nn.Linear(width, IMAGE_DIM))
     sides = [IMAGE_SIDE]
     for _ in channels:
         sides.append(sides[-1] // 2)
     c, side = channels[-1], sides[-1]
-    layers = [nn.Linear(z_dim, c * side * side), nn.ReLU(), nn.Unflatten(1, (c, side, side))]
+    modules = [nn.Linear(z_dim, c * side * side), nn.ReLU(), nn.Unflatten(1, (c, side, side))]
     outs = [1, *channels[:-1]]
     for i in reversed(range(len(channels))):
         # output_padding brings an odd side back (3 -> 7), which the stride-2 convolution halved down.
-        layers.append(nn.ConvTranspose2d(channels[i], outs[i], 4, stride=2, padding=1,
-                                         output_padding=sides[i] - 2 * sides[i + 1]))
+        modules.append(nn.ConvTranspose2d(channels[i], outs[i], 4, stride=2, padding=1,
+                                          output_padding=sides[i] - 2 * sides[i + 1]))
         if i:
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers, nn.Flatten())
-
-
-def kl_weight(beta: float, warmup_epochs: int, epoch: int | None) -> float:
-    """The KL term's weight in training epoch `epoch` (from 1): beta, or under warm-up W (Bowman et al.
-    2016) beta e / W in epoch e <= W: a linear ramp that reaches beta in its last epoch, so that a run of
-    W epochs ends at the weight evaluate scores. `epoch` None, for a trained model, is beta."""
-    if epoch is None or not warmup_epochs:
-        return beta
-    return beta * min(1.0, epoch / warmup_epochs)
+            modules.append(nn.ReLU())
+    return nn.Sequential(*modules, nn.Flatten())
 
 
 def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -119,34 +175,57 @@ def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 
 
 class Autoencoder(nn.Module):
-    """What every autoencoder offers. A subclass gives `Config`, `from_params`, `code`, `forward`,
-    `prior_sample` and the class attributes below; the decoder, the loss, reconstruction and sampling
-    are shared.
+    """What every autoencoder offers. A subclass gives `code`, `forward`, `prior_sample` and the class
+    attributes below; the decoder, the loss, reconstruction, sampling and the model file are shared.
 
-    `Config` is the frozen dataclass the model is built from (`config`): a Network, and whatever else
-    the model's own layers and objective need. A model file records it (`save`), and a class whose
-    files once held another record says how to read it (`Config.upgrade`).
+    `layers` build the encoder and the decoder. `Settings` is the class of the model's own section of
+    params.yaml (`section`, e.g. vae), if it has one: `settings` holds it, and the model file records
+    both (`model_args`).
     `density` says whether the model defines p(x), so that its KL, ELBO and importance-sampled
     likelihood exist; `code_name` and `prior_name` caption its codes and its samples in figures.
     `epoch`, where a method takes it, is the training epoch (from 1) for an objective that changes
     during training (KL warm-up); None, the default, is the trained model's objective.
     """
 
-    Config = Network
+    section: str | None = None
+    Settings: type[BaseModel] | None = None
     density = False
     code_name = "codes"
     prior_name = "prior"
     likelihood = "gaussian"
 
-    def __init__(self, config: Network):
+    def __init__(self, layers: Layers, settings: BaseModel | None = None):
         super().__init__()
-        self.config = config
-        self.decoder = decoder(config)
+        self.layers, self.settings = layers, settings
+        self.decoder = decoder(layers)
 
     @classmethod
     def from_params(cls, p: Params) -> Autoencoder:
         """The model as params.yaml (a config.Params) describes it."""
-        raise NotImplementedError
+        return cls(p.model.layers(), getattr(p, cls.section) if cls.section else None)
+
+    def model_args(self) -> dict:
+        """What its model file records: its layers and its settings, one flat mapping (nanoGPT's `model_args`)."""
+        return self.layers.model_dump() | (self.settings.model_dump() if self.settings else {})
+
+    @classmethod
+    def from_model_args(cls, args: dict) -> Autoencoder:
+        """The untrained model that a model file's args (`model_args`) describe."""
+        layers = Layers(**{key: args[key] for key in Layers.model_fields})
+        own = {key: value for key, value in args.items() if key not in Layers.model_fields}
+        return cls(layers, cls.Settings(**own) if cls.Settings else None)
+
+    @classmethod
+    def from_format_1(cls, args: dict) -> Autoencoder:
+        """The untrained model of a format-1 file, which held params.yaml's `model` section and the
+        model's own merged, as they were then: a key renamed since (config.RENAMED) by its old name."""
+        widths = args["hidden_dims"] if args["arch"] == "mlp" else args["channels"]
+        layers = Layers(arch=args["arch"], widths=widths, z_dim=args["z_dim"])
+        if not cls.Settings:
+            return cls(layers)
+        old = {new: old.partition(".")[2] for old, (new, _) in RENAMED.items()}
+        own = {key: args[old.get(f"{cls.section}.{key}", key)] for key in cls.Settings.model_fields}
+        return cls(layers, cls.Settings(**own))
 
     def forward(self, x: torch.Tensor) -> Output:
         raise NotImplementedError
@@ -163,9 +242,9 @@ class Autoencoder(nn.Module):
         """The KL term's weight in the loss."""
         return 0.0
 
-    def fit_prior(self, x: torch.Tensor, generator: torch.Generator) -> dict[str, float]:
-        """After training, fit what `prior_sample` draws from to the training images x, if the model
-        has no prior of its own; what the fit reports of itself, for the training log."""
+    def estimate_prior(self, x: torch.Tensor, generator: torch.Generator) -> dict[str, float]:
+        """After training, estimate what `prior_sample` draws from, from the training images x, if the
+        model has no prior of its own. Returns what the estimate reports of itself, for the training log."""
         return {}
 
     def image(self, logits: torch.Tensor) -> torch.Tensor:
@@ -198,60 +277,47 @@ class Autoencoder(nn.Module):
 
 class AE(Autoencoder):
     """The plain autoencoder: a deterministic code, squared error, no prior of its own. It is sampled
-    from a density fitted to its training codes after training (`fit_prior`), which the model file
+    from a density fitted to its training codes after training (`estimate_prior`), which the model file
     keeps: a mixture of full-covariance Gaussians, of one component for `diagonal` and `full`."""
 
-    @dataclass(frozen=True)
-    class Config(Network):
-        prior: str  # ae.prior: diagonal | full | gmm
-        components: int  # of the fitted mixture: ae.gmm_components under gmm, else 1
-
-        @classmethod
-        def upgrade(cls, args: dict) -> AE.Config:
-            """The Config of a format-1 file, which held params.yaml's `model` and `ae` sections."""
-            return cls(**Network.args(args), prior=args["prior"],
-                       components=args["gmm_components"] if args["prior"] == "gmm" else 1)
-
+    section, Settings = "ae", AEParams
     PRIOR_NAMES = {"diagonal": "diagonal Gaussian", "full": "full-covariance Gaussian", "gmm": "Gaussian mixture"}
 
-    def __init__(self, config: AE.Config):
-        super().__init__(config)
-        self.prior_name = f"z ~ {self.PRIOR_NAMES[config.prior]} fitted to training codes"
-        layers, width = encoder(config)
-        z_dim = config.z_dim
-        self.encoder = nn.Sequential(*layers, nn.Linear(width, z_dim))
-        k = config.components
+    def __init__(self, layers: Layers, settings: AEParams):
+        super().__init__(layers, settings)
+        self.prior_name = f"z ~ {self.PRIOR_NAMES[settings.prior]} fitted to training codes"
+        modules, width = encoder(layers)
+        z_dim = layers.z_dim
+        self.encoder = nn.Sequential(*modules, nn.Linear(width, z_dim))
+        k = self.components = settings.gmm_components if settings.prior == "gmm" else 1
         self.register_buffer("prior_weights", torch.full((k,), 1 / k))
         self.register_buffer("prior_means", torch.zeros(k, z_dim))
         self.register_buffer("prior_chol", torch.eye(z_dim).expand(k, z_dim, z_dim).clone())  # covariance = L L^T
 
+    # The file records the mixture's size as `components`, 1 unless gmm, as it always has.
+    def model_args(self) -> dict:
+        return self.layers.model_dump() | {"prior": self.settings.prior, "components": self.components}
+
     @classmethod
-    def from_params(cls, p: Params) -> AE:
-        # What cannot be fitted is said before training, not after it.
-        if p.data.train_size < 2:
-            raise UserError(f"data.train_size = {p.data.train_size}: the AE's prior is fitted to its training codes "
-                            "and needs at least 2 of them; accepted: data.train_size >= 2")
-        if p.ae.prior == "gmm" and p.ae.gmm_components > p.data.train_size:
-            raise UserError(f"ae.gmm_components = {p.ae.gmm_components} is more than data.train_size = "
-                            f"{p.data.train_size} codes to fit them to; accepted: at most data.train_size")
-        components = p.ae.gmm_components if p.ae.prior == "gmm" else 1
-        return cls(cls.Config(**Network.args(asdict(p.model)), prior=p.ae.prior, components=components))
+    def from_model_args(cls, args: dict) -> AE:
+        settings = AEParams(prior=args["prior"], gmm_components=args["components"])
+        return cls(Layers(**{key: args[key] for key in Layers.model_fields}), settings)
 
     @torch.no_grad()
-    def fit_prior(self, x: torch.Tensor, generator: torch.Generator) -> dict[str, float]:
+    def estimate_prior(self, x: torch.Tensor, generator: torch.Generator) -> dict[str, float]:
         """Fit the sampling density to the codes of x, the training images: the article's Gaussian per
         latent dim (diagonal), one full-covariance Gaussian (full), or a mixture fitted by EM (gmm: Ghosh
         et al. 2020's ex-post density estimation, which reports its iterations and whether it
         converged); `generator` seeds the mixture's start."""
         self.eval()
         codes = torch.cat([self.code(xb) for xb in x.split(5000)]).double()
-        prior, report = self.config.prior, {}
+        prior, report = self.settings.prior, {}
         if prior == "gmm":
-            fit = gaussian_mixture(codes, self.config.components, generator)
-            weights, means, covs = fit.weights, fit.means, fit.covs
-            report = {"em_iterations": fit.iterations, "em_converged": int(fit.converged)}
-            if not fit.converged:
-                print(f"ae.prior gmm: EM stopped at its cap of {fit.iterations} iterations before converging; "
+            mixture = gaussian_mixture(codes, self.components, generator)
+            weights, means, covs = mixture.weights, mixture.means, mixture.covs
+            report = {"em_iterations": mixture.iterations, "em_converged": int(mixture.converged)}
+            if not mixture.converged:
+                print(f"ae.prior gmm: EM stopped at its cap of {mixture.iterations} iterations before converging; "
                       "the mixture is the last iterate", file=sys.stderr)
         else:
             weights, means, covs = codes.new_ones(1), codes.mean(0, keepdim=True), torch.cov(codes.T)[None]
@@ -265,7 +331,7 @@ class AE(Autoencoder):
 
     def prior_sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
         which = torch.multinomial(self.prior_weights, n, replacement=True, generator=generator)
-        eps = torch.randn(n, self.config.z_dim, 1, generator=generator, device=generator.device)
+        eps = torch.randn(n, self.layers.z_dim, 1, generator=generator, device=generator.device)
         return self.prior_means[which] + (self.prior_chol[which] @ eps).squeeze(-1)
 
     def code(self, x: torch.Tensor) -> torch.Tensor:
@@ -284,39 +350,21 @@ class VAE(Autoencoder):
     (IWAE, Burda et al. 2015) in place of the ELBO; k = 1 is the ELBO, the same code path as ever.
     """
 
-    @dataclass(frozen=True)
-    class Config(Network):
-        likelihood: str  # vae.likelihood: gaussian | bernoulli | continuous_bernoulli
-        beta: float  # the KL term's weight
-        kl_warmup_epochs: int
-        iwae_samples: int  # k of the training bound: 1 is the ELBO
-
-        @classmethod
-        def upgrade(cls, args: dict) -> VAE.Config:
-            """The Config of a format-1 file, which held params.yaml's `model` and `vae` sections."""
-            return cls(**Network.args(args), likelihood=args["likelihood"], beta=args["beta"],
-                       kl_warmup_epochs=args["kl_warmup_epochs"], iwae_samples=args["iw_samples"])
-
+    section, Settings = "vae", VAEParams
     density = True
     code_name = "posterior means"
     prior_name = "z ~ N(0, I)"
 
-    def __init__(self, config: VAE.Config):
-        super().__init__(config)
-        layers, width = encoder(config)
-        self.encoder = nn.Sequential(*layers)
+    def __init__(self, layers: Layers, settings: VAEParams):
+        super().__init__(layers, settings)
+        modules, width = encoder(layers)
+        self.encoder = nn.Sequential(*modules)
         # The mean and log-variance heads, as one layer: one matmul instead of two, same maths.
-        self.head = nn.Linear(width, 2 * config.z_dim)
-
-    @classmethod
-    def from_params(cls, p: Params) -> VAE:
-        v = p.vae
-        return cls(cls.Config(**Network.args(asdict(p.model)), likelihood=v.likelihood, beta=v.beta,
-                              kl_warmup_epochs=v.kl_warmup_epochs, iwae_samples=v.iwae_samples))
+        self.head = nn.Linear(width, 2 * layers.z_dim)
 
     @property
     def likelihood(self) -> str:
-        return self.config.likelihood
+        return self.settings.likelihood
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # float32 even under bf16 autocast: the sampling, the KL and the importance weights need its range.
@@ -333,13 +381,16 @@ class VAE(Autoencoder):
         return Output(self.decoder(self.reparameterize(mu, logvar)), kl_divergence(mu, logvar), mu)
 
     def prior_sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        return torch.randn(n, self.config.z_dim, generator=generator, device=generator.device)
+        return torch.randn(n, self.layers.z_dim, generator=generator, device=generator.device)
 
     def kl_weight(self, epoch: int | None = None) -> float:
-        return kl_weight(self.config.beta, self.config.kl_warmup_epochs, epoch)
+        """beta, or under warm-up W (Bowman et al. 2016) beta e / W in epoch e <= W: a linear ramp that
+        reaches beta in its last epoch, so that a run of W epochs ends at the weight evaluate scores."""
+        beta, warmup = self.settings.beta, self.settings.kl_warmup_epochs
+        return beta if epoch is None or not warmup else beta * min(1.0, epoch / warmup)
 
     def loss(self, x: torch.Tensor, epoch: int | None = None) -> AutoencoderLosses:
-        k = self.config.iwae_samples
+        k = self.settings.iwae_samples
         if k == 1:
             return super().loss(x, epoch)
         mu, logvar = self.encode(x)
@@ -350,8 +401,8 @@ class VAE(Autoencoder):
         offset = GAUSSIAN_NLL_CONSTANT if self.likelihood == "gaussian" else 0.0
         return AutoencoderLosses(-(bound + offset).sum(), (nll[0] - offset).sum(), kl_divergence(mu, logvar).sum())
 
-    def log_weights(self, x: torch.Tensor, k: int, kl_weight: float = 1.0, q=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """log p(x|z) + kl_weight (log p(z) - log q(z|x)) for k draws z ~ q(z|x) per image, shape (k, N),
+    def log_weights(self, x: torch.Tensor, k: int, beta: float = 1.0, q=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """log p(x|z) + beta (log p(z) - log q(z|x)) for k draws z ~ q(z|x) per image, shape (k, N),
         and -log p(x|z) of each. At weight 1, the importance weights whose log-mean-exp bounds log p(x)
         from below, tighter as k grows (Burda et al. 2015). `q`: (mu, logvar) of q(z|x), if at hand."""
         mu, logvar = q if q is not None else self.encode(x)
@@ -361,7 +412,7 @@ class VAE(Autoencoder):
         nll = recon_nll(logits, x.expand(k, *x.shape), self.likelihood)
         log_p_z = -0.5 * (z.pow(2) + LOG_2PI).sum(-1)
         log_q_z = -0.5 * (eps.pow(2) + LOG_2PI + logvar).sum(-1)
-        return -nll + kl_weight * (log_p_z - log_q_z), nll
+        return -nll + beta * (log_p_z - log_q_z), nll
 
 
 class Mixture(NamedTuple):
@@ -432,17 +483,15 @@ def build(kind: str, p: Params) -> Autoencoder:
     return KINDS[kind].from_params(p)
 
 
-def save(model: Autoencoder, path: str | Path) -> None:
-    """The model file: its kind, its Config's fields (nanoGPT's `model_args`) and its weights."""
+def save(model: Autoencoder, path) -> None:
+    """The model file (aevae.write_model): its kind, its `model_args` and its weights."""
     kind = next(k for k, cls in KINDS.items() if type(model) is cls)
-    modelfile.save(path, kind, asdict(model.config), model)
-
-
-def from_file(cls: type[Autoencoder], args: dict, version: int) -> Autoencoder:
-    """The untrained model of class `cls` that a model file's args (of format `version`) describe."""
-    return cls(cls.Config(**args) if version == modelfile.FORMAT else cls.Config.upgrade(args))
+    write_model(path, kind, model.model_args(), model)
 
 
 def load(path: str | Path | BinaryIO, device: str | torch.device = "cpu") -> Autoencoder:
     """The autoencoder saved at `path` by `save`, of any kind in KINDS, in eval mode on `device`."""
-    return modelfile.load(path, {kind: partial(from_file, cls) for kind, cls in KINDS.items()}, device)
+    def from_file(cls, args, version):
+        return cls.from_model_args(args) if version == MODEL_FORMAT else cls.from_format_1(args)
+
+    return read_model(path, {kind: partial(from_file, cls) for kind, cls in KINDS.items()}, device)

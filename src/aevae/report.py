@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aevae.files import write_bytes
+from aevae import write_bytes
 
 TEMPLATE = Path(__file__).resolve().parents[2] / ".dvc/plots/offline.html"
 

@@ -21,9 +21,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from contextlib import contextmanager
 from pathlib import Path
+
+import psutil
 
 from aevae import UserError
 
@@ -130,36 +131,16 @@ def thread_count() -> int:
                     f"or an int >= 1, e.g. {THREADS}=1 dvc repro")
 
 
-def free_cores(window: float = 0.2, stat: str = "/proc/stat") -> int:
+def free_cores(window: float = 0.2) -> int:
     """The cores this process may use, less those other processes kept busy over the last `window` seconds
-    (at least 1). OpenMP's threads wait for each other at every operation, so a thread on a core that
-    another process holds slows every other thread down: next to two busy processes on 2 cores, 2 threads
-    take 1.4 times as long as 1 (docs/reproducibility.md). The load average would be too slow a measure:
-    it still counts the stage that has just ended. Every core where there is no /proc/stat (macOS)."""
-    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
-    if not os.path.exists(stat):
-        return len(cores)
-    before = _cpu_times(stat)
-    time.sleep(window)
-    after = _cpu_times(stat)
-    busy = 0.0
-    for cpu in cores:
-        if cpu in before and cpu in after:
-            (total0, idle0), (total1, idle1) = before[cpu], after[cpu]
-            busy += 1 - (idle1 - idle0) / max(total1 - total0, 1)
+    (psutil's per-CPU load), and at least 1. OpenMP's threads wait for each other at every operation, so
+    a thread on a core that another process holds slows every other thread down: next to two busy
+    processes on 2 cores, 2 threads take 1.4 times as long as 1 (docs/reproducibility.md). The load
+    average would be too slow a measure: it still counts the stage that has just ended."""
+    cores = psutil.Process().cpu_affinity() if hasattr(psutil.Process, "cpu_affinity") else range(psutil.cpu_count())
+    load = psutil.cpu_percent(interval=window, percpu=True)
+    busy = sum(load[cpu] for cpu in cores if cpu < len(load)) / 100
     return max(1, round(len(cores) - busy))
-
-
-def _cpu_times(stat: str) -> dict[int, tuple[int, int]]:
-    """{cpu: (all its jiffies, its idle and iowait jiffies)} from /proc/stat's per-CPU lines."""
-    times = {}
-    with open(stat) as f:
-        for line in f:
-            name, *fields = line.split()
-            if name.startswith("cpu") and name[3:].isdigit():
-                values = [int(v) for v in fields[:8]]  # user nice system idle iowait irq softirq steal
-                times[int(name[3:])] = (sum(values), values[3] + values[4])
-    return times
 
 
 def setup(threads: int | None = None, pin: bool = True) -> None:
@@ -242,35 +223,3 @@ def one_thread():
         yield
     finally:
         torch.set_num_threads(threads)
-
-
-def backward_on_one_thread(module):
-    """Run the backward pass of every convolution in `module` on one thread, and return `module`.
-
-    oneDNN splits a convolution's weight and bias gradients between threads and sums the parts in an
-    order that depends on their number: at 3, 5, 6, 8 or 16 threads the classifier's gradients differ in
-    the last bits from those at 1, 2 or 4, and training grows the difference. On one thread the sum has
-    one order. The forward pass and the other layers keep every thread: they give the same bytes at any
-    count. The cost is measured in docs/reproducibility.md."""
-    import torch
-    from torch import nn
-
-    def pin(conv, inputs, out):
-        node = out.grad_fn
-        if node is None:  # no gradient wanted: evaluation
-            return
-        pool = torch.get_num_threads()
-
-        def before(grads):
-            torch.set_num_threads(1)
-
-        def after(grad_inputs, grads):
-            torch.set_num_threads(pool)
-
-        node.register_prehook(before)
-        node.register_hook(after)
-
-    for m in module.modules():
-        if isinstance(m, nn.modules.conv._ConvNd):
-            m.register_forward_hook(pin)
-    return module

@@ -4,12 +4,13 @@ only in their seeds, as Markdown tables (a table per group, a row per metric, a 
     python -m aevae.summary [--metrics frechet_samples,kl,...] [--model vae] [--all] [--save F | --load F]
     python -m aevae.summary --fill README.md docs/*.md     # regenerate the tables in these pages
 
-It reads `dvc exp show --json` in the current repository: the commit checked out and its experiments
-(for instance a seed sweep, `dvc exp run --queue -S 'train.seed=range(1,3)'`). Any param named
-`seed` is a seed; every other param, equal within a group, tells the groups apart. `--model` puts
-one model's figures in one table, a row per group (for sweeps). `--save F` keeps the runs' params
-and evaluate metrics in a JSON file, `--load F` summarises such a file instead of the repository:
-the docs' tables are made so, from files kept in git.
+It lists the commit checked out and its experiments with `dvc.api.exp_show()` (for instance a seed
+sweep, `dvc exp run --queue -S 'train.seed=range(1,3)'`), and reads each run's params and evaluate
+metrics with `dvc.api.params_show` and `dvc.api.metrics_show`, as the files hold them. Any param named
+`seed` is a seed; every other param, equal within a group, tells the groups apart; pandas groups the
+runs and takes the means and sds. `--model` puts one model's figures in one table, a row per group (for
+sweeps). `--save F` keeps the runs' params and evaluate metrics in a JSON file, `--load F` summarises
+such a file instead of the repository: the docs' tables are made so, from files kept in git.
 """
 
 from __future__ import annotations
@@ -19,17 +20,16 @@ import json
 import math
 import re
 import shlex
-import statistics
-import subprocess
 import sys
-from collections import defaultdict
 from pathlib import Path
 from typing import NamedTuple
 
+import dvc.api
+import pandas as pd
 import yaml
+from dvc.exceptions import DvcException
 
-from aevae import UserError, run_command
-from aevae.files import write_json
+from aevae import UserError, run_command, write_json
 
 HEADLINE = ["frechet_samples", "confident_samples", "mse", "kl", "active_units", "probe_accuracy", "nll_is_gaussian"]
 SWEEP = "dvc exp run --queue -S 'train.seed=range(1,3)' && dvc queue start"
@@ -59,22 +59,29 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
     return out
 
 
-def experiments(shown: list[dict]) -> list[Experiment]:
-    """The committed baseline and every finished experiment in `dvc exp show --json`'s output."""
+def experiments() -> list[Experiment]:
+    """The commit checked out and its finished experiments (not queued, running or failed), each with its
+    params and every model's metrics/<model>/evaluate.json."""
+    try:
+        rows = dvc.api.exp_show()
+    except DvcException as e:
+        raise UserError(f"dvc.api.exp_show() failed ({e}); run this in a DVC repository with at least one commit"
+                        ) from None
+    models = sorted(path.parent.name for path in Path("metrics").glob("*/evaluate.json"))
     found = []
-    for baseline in shown:
-        if baseline.get("rev") == "workspace":  # what is on disk: the baseline's or an unfinished run's
+    for row in rows:
+        if row["rev"] == "workspace" or row["State"] not in (None, "Success"):
             continue
-        entries = [(baseline.get("name") or baseline["rev"][:7], baseline)]
-        entries += [(e.get("name") or e["revs"][0]["rev"][:7], e["revs"][0]) for e in baseline.get("experiments") or []
-                    if (e.get("executor") or {}).get("state", "success") == "success"]  # not queued, running, failed
-        for i, (name, rev) in enumerate(entries):
-            data = rev.get("data") or {}
-            metrics = {path.split("/")[1]: m.get("data") or {} for path, m in (data.get("metrics") or {}).items()
-                       if path.startswith("metrics/") and path.endswith("/evaluate.json")}
-            params = flatten((data.get("params") or {}).get("params.yaml", {}).get("data") or {})
-            if metrics and params:
-                found.append(Experiment(name, params, metrics, baseline=i == 0))
+        rev = row["Experiment"] or row["rev"]
+        metrics = {}
+        for model in models:
+            try:
+                metrics[model] = dvc.api.metrics_show(f"metrics/{model}/evaluate.json", rev=rev)
+            except DvcException:  # a run from before this model was evaluated
+                continue
+        params = flatten(dvc.api.params_show(rev=rev))
+        if metrics and params:
+            found.append(Experiment(rev, params, metrics, baseline=row["typ"] == "baseline"))
     return found
 
 
@@ -85,37 +92,49 @@ def is_seed(key: str) -> bool:
 def groups(found: list[Experiment]) -> dict[tuple, list[Experiment]]:
     """The runs by their params less the seeds and the settings that change no byte (`no_bytes`);
     within a group, a seed combination counts once, and a second run of it is said on stderr."""
-    out = defaultdict(dict)
-    for run in found:
-        key = tuple(sorted((k, v) for k, v in run.params.items() if not is_seed(k) and not no_bytes(k)))
-        seeds = tuple(sorted((k, v) for k, v in run.params.items() if is_seed(k)))
-        if seeds in out[key]:
-            print(f"summary: {run.name} has the params and seeds of {out[key][seeds].name}: counted once, "
-                  f"as {out[key][seeds].name}", file=sys.stderr)
-            continue
-        out[key][seeds] = run
-    return {key: list(by_seed.values()) for key, by_seed in out.items()}
+    runs = pd.DataFrame({
+        "run": found,
+        "group": [tuple(sorted((k, v) for k, v in r.params.items() if not is_seed(k) and not no_bytes(k))) for r in found],
+        "seeds": [tuple(sorted((k, v) for k, v in r.params.items() if is_seed(k))) for r in found],
+    })
+    again = runs.duplicated(["group", "seeds"])
+    for i in runs.index[again]:
+        first = runs.run[(runs.group == runs.group[i]) & (runs.seeds == runs.seeds[i])].iloc[0]
+        print(f"summary: {runs.run[i].name} has the params and seeds of {first.name}: counted once, as {first.name}",
+              file=sys.stderr)
+    runs = runs[~again]
+    return {key: list(group.run) for key, group in runs.groupby("group", sort=False)}
 
 
-def mean_sd(values: list[float]) -> str:
+def figures(group: list[Experiment]) -> pd.DataFrame:
+    """A group's metrics: a row per run, a column per (model, metric); None where a run lacks one."""
+    columns = sorted({(model, metric) for run in group for model, metrics in run.metrics.items() for metric in metrics})
+    return pd.DataFrame([[run.metrics.get(model, {}).get(metric) for model, metric in columns] for run in group],
+                        columns=pd.MultiIndex.from_tuples(columns), dtype=object)
+
+
+def mean_sd(values: pd.Series) -> str:
     """mean ± sample standard deviation, both rounded to the standard deviation's second significant
     digit; a NaN or an infinity is said, not averaged."""
-    bad = sum(not math.isfinite(v) for v in values)
+    values = pd.Series(values, dtype=float)
+    bad = int((~values.map(math.isfinite)).sum())
     if bad:
         return f"non-finite in {bad} of {len(values)}"
-    mean = statistics.fmean(values)
+    mean = values.mean()
     if len(values) < 2:
         return f"{mean:.4g}"
-    sd = statistics.stdev(values)
+    sd = values.std()
     if sd == 0:
         return f"{mean:.4g} ± 0"
     digits = 1 - math.floor(math.log10(sd))  # decimals to keep; below 0, tens or hundreds
     return f"{round(mean, digits):.{max(0, digits)}f} ± {round(sd, digits):.{max(0, digits)}f}"
 
 
-def cell(group: list[Experiment], model: str, metric: str) -> str:
-    values = [run.metrics[model][metric] for run in group if metric in run.metrics.get(model, {})]
-    return mean_sd(values) if values and len(values) == len(group) else "–"
+def cell(table: pd.DataFrame, model: str, metric: str) -> str:
+    """The mean ± sd of a model's metric over a group's runs (`figures`), or – where a run lacks it."""
+    if (model, metric) not in table or any(value is None for value in table[(model, metric)]):
+        return "–"
+    return mean_sd(table[(model, metric)])
 
 
 def sweep_table(by_group: dict[tuple, list[Experiment]], model: str, metrics: list[str]) -> str:
@@ -123,9 +142,9 @@ def sweep_table(by_group: dict[tuple, list[Experiment]], model: str, metrics: li
     varied = varied_keys(by_group)
     lines = ["| " + " | ".join([*varied, "n", *metrics]) + " |", "|" + " ---: |" * (len(varied) + 1 + len(metrics))]
     for key, group in sorted(by_group.items(), key=lambda item: [order(dict(item[0]).get(k)) for k in varied]):
-        params = dict(key)
+        params, table = dict(key), figures(group)
         lines.append("| " + " | ".join([*(str(params.get(k)) for k in varied), str(len(group)),
-                                         *(cell(group, model, m) for m in metrics)]) + " |")
+                                         *(cell(table, model, m) for m in metrics)]) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -145,8 +164,9 @@ def table(group: list[Experiment], metrics: list[str]) -> str:
     models = sorted({m for run in group for m in run.metrics})
     lines = [f"| metric (n = {len(group)}) | " + " | ".join(m.upper() for m in models) + " |",
              "| --- |" + " ---: |" * len(models)]
+    table = figures(group)
     for metric in metrics:
-        cells = [cell(group, m, metric) for m in models]
+        cells = [cell(table, m, metric) for m in models]
         if any(c != "–" for c in cells):
             lines.append(f"| {metric} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -191,15 +211,6 @@ def select(found: list[Experiment], where: list[str]) -> list[Experiment]:
     return found
 
 
-def exp_show() -> list[dict]:
-    # DVC from this interpreter's environment, which the project's requirements install it into.
-    run = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json"], capture_output=True, text=True)
-    if run.returncode != 0:
-        raise UserError(f"'dvc exp show --json' failed: {run.stderr.strip().splitlines()[-1] if run.stderr else ''}; "
-                        "run this in a DVC repository with at least one commit")
-    return json.loads(run.stdout)
-
-
 def load(path: str) -> list[Experiment]:
     try:
         saved = json.loads(Path(path).read_text())
@@ -220,7 +231,7 @@ def fill(page: Path) -> None:
     """Rewrite every generated table in `page` from the options in its marker."""
     def table_for(match):
         opts = parser().parse_args(shlex.split(match[2]))
-        found = select(load(opts.load) if opts.load else experiments(exp_show()), opts.where)
+        found = select(load(opts.load) if opts.load else experiments(), opts.where)
         return match[1] + summarize(found, opts.metrics.split(","), opts.all, opts.model) + match[4]
 
     page.write_text(TABLE.sub(table_for, page.read_text()))
@@ -246,7 +257,7 @@ def main():
         for page in args.fill:
             fill(page)
         return
-    found = select(load(args.load) if args.load else experiments(exp_show()), args.where)
+    found = select(load(args.load) if args.load else experiments(), args.where)
     if args.save:
         write_json(args.save, [r._asdict() for r in found])
     sys.stdout.write(summarize(found, args.metrics.split(","), args.all, args.model))

@@ -1,4 +1,5 @@
-"""Test-set metrics for a trained autoencoder: likelihoods, latent-space use, and sample quality as numbers.
+"""The scores evaluate gives a trained autoencoder on the test set: likelihoods, latent-space use, and
+sample quality as numbers.
 
 Everything here goes through the Autoencoder interface (aevae.model), whatever the model; what
 applies to a model that defines p(x) only (KL, ELBO, importance-sampled NLL) asks `model.density`.
@@ -15,10 +16,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from aevae import frechet
-from aevae.classifier import Classifier, classify
-from aevae.likelihoods import LOG_2PI, image_cross_entropy, log_likelihoods, recon_nll
-from aevae.model import Autoencoder
+from aevae.classifier import Classifier, classify, frechet_distance, gaussian
+from aevae.model import LOG_2PI, Autoencoder, image_cross_entropy, log_likelihoods, recon_nll
 
 
 class Reconstruction(NamedTuple):
@@ -29,13 +28,12 @@ class Reconstruction(NamedTuple):
 
 @torch.no_grad()
 def reconstruction_metrics(model: Autoencoder, x: torch.Tensor, batch_size: int = 2000) -> Reconstruction:
-    """One forward pass over x: per-image means of the squared error and cross-entropy of the
-    reconstruction, the likelihood's mean (both summed over pixels, whatever the model was trained with), the model's own
-    training loss and reconstruction term (`recon`: one of the two, as its likelihood says), and for
-    a model with a density the KL term and the negative ELBO under its likelihood (named with it:
-    never compare across likelihoods); with the codes and reconstructions, for the metrics that use them.
+    """Per-image means over x, from one forward pass, with the codes and reconstructions it gave.
 
-    A VAE reconstructs from one sampled z per image, so these are one-sample estimates.
+    `mse` and `bce` score the reconstruction (the likelihood's mean) whatever the model was trained
+    with, summed over pixels. `loss` and `recon` are the model's own training terms. A model with a
+    density adds its KL term and its negative ELBO, named with its likelihood: never compare them across
+    likelihoods. A VAE reconstructs from one sampled z per image, so these are one-sample estimates.
     """
     model.eval()
     sums, codes, images = 0, [], []
@@ -334,16 +332,16 @@ def model_metrics(model: Autoencoder, classifier: Classifier, inputs, cfg) -> tu
         out[f"nll_is_{model.likelihood}"] = nll_is.nll.mean().item()
         is_seconds = time.perf_counter() - start
         out["nll_samples"] = cfg.nll_samples
-        if model.config.z_dim == 2:  # small enough to integrate over
+        if model.layers.z_dim == 2:  # small enough to integrate over
             out |= quadrature_metrics(model, test_x, nll_is, cfg)
     out["active_units"] = active_units(test_z)
     out["probe_accuracy"] = linear_probe(codes(model, train_x), train_y, test_z, test_y)
     with torch.no_grad():
         samples = model.sample(cfg.samples, gen)
     feats, probs = classify(classifier, samples)
-    out["frechet_samples"] = frechet.distance(frechet.gaussian(feats), classifier.reference)
+    out["frechet_samples"] = frechet_distance(gaussian(feats), classifier.reference)
     out["confident_samples"] = (probs.max(1).values > 0.9).float().mean().item()
     feats, probs = classify(classifier, reconstructions)
-    out["frechet_reconstructions"] = frechet.distance(frechet.gaussian(feats), classifier.reference)
+    out["frechet_reconstructions"] = frechet_distance(gaussian(feats), classifier.reference)
     out["classifier_accuracy_reconstructions"] = (probs.argmax(1) == test_y).float().mean().item()
     return out, is_seconds

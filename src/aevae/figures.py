@@ -7,14 +7,15 @@ from __future__ import annotations
 from itertools import cycle
 from pathlib import Path
 
+import pandas as pd
 import torch
 from matplotlib.colors import TABLEAU_COLORS
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from torchvision.utils import make_grid
 
-from aevae.files import atomic_path
-from aevae.frechet import eigh
+from aevae import atomic_path
+from aevae.classifier import eigh
 
 
 def interpolate(model, a: torch.Tensor, b: torch.Tensor, steps: int) -> torch.Tensor:
@@ -40,7 +41,7 @@ def manifold(model, n: int) -> torch.Tensor:
 
 def project_2d(z: torch.Tensor) -> torch.Tensor:
     """The codes themselves when 2-D, else their first two principal components: the top eigenvectors of
-    their covariance, from the project's eigensolver (aevae.frechet.eigh), which gives the same bytes on
+    their covariance, from the project's eigensolver (aevae.classifier.eigh, the Frechet distance's), which gives the same bytes on
     every CPU, where LAPACK's SVD does not. Each sign is set so that the component's largest entry is
     positive, as an eigensolver leaves it to chance."""
     if z.shape[1] == 2:
@@ -122,8 +123,18 @@ def latent_figure(panels: dict[str, tuple[torch.Tensor, torch.Tensor]], title: s
     return fig
 
 
+def read_curves(folder: str | Path) -> dict[str, tuple[list[int], list[float]]]:
+    """The per-epoch curves a training stage logged into `folder` (aevae.trainer's DVCLive log), as
+    {"<split>/<term>": (steps, values)}, e.g. "test/loss"."""
+    curves = {}
+    for path in sorted(Path(folder, "plots/metrics").glob("*/*.tsv")):
+        table = pd.read_csv(path, sep="\t")  # pandas 3 parses each float exactly as DVCLive wrote it
+        curves[f"{path.parent.name}/{path.stem}"] = (table["step"].tolist(), table[path.stem].tolist())
+    return curves
+
+
 def losses_figure(curves: dict[str, dict[str, tuple[list[int], list[float]]]]) -> Figure:
-    """Per-epoch train (dashed) and test (solid) curves of each model (aevae.live.read_curves): the
+    """Per-epoch train (dashed) and test (solid) curves of each model (`read_curves`): the
     objective, and its two terms apart."""
     fig = Figure(figsize=(15, 4.2))
     axes = fig.subplots(1, 3)

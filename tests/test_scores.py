@@ -9,24 +9,24 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from aevae import classifier, evaluate, frechet
+from aevae import classifier, scores
 
 from helpers import ROOT, make_model
 
 
 def test_frechet_distance_of_a_set_to_itself_is_zero_and_sees_a_shift():
     torch.manual_seed(0)
-    a = frechet.gaussian(torch.randn(2000, 8) @ torch.randn(8, 8))
-    assert frechet.distance(a, a) == pytest.approx(0, abs=1e-6)
+    a = classifier.gaussian(torch.randn(2000, 8) @ torch.randn(8, 8))
+    assert classifier.frechet_distance(a, a) == pytest.approx(0, abs=1e-6)
     shift = torch.tensor([3.0] + [0.0] * 7, dtype=torch.float64)
-    assert frechet.distance(a, (a[0] + shift, a[1])) == pytest.approx(9.0, rel=1e-6)
+    assert classifier.frechet_distance(a, (a[0] + shift, a[1])) == pytest.approx(9.0, rel=1e-6)
 
 
 def test_frechet_distance_of_two_known_gaussians():
     # N(0, I) vs N(0, 4I) in d dims: Tr(I + 4I - 2*2I) = d.
     torch.manual_seed(0)
     a, b = torch.randn(200_000, 3), 2 * torch.randn(200_000, 3)
-    assert frechet.distance(frechet.gaussian(a), frechet.gaussian(b)) == pytest.approx(3.0, rel=0.02)
+    assert classifier.frechet_distance(classifier.gaussian(a), classifier.gaussian(b)) == pytest.approx(3.0, rel=0.02)
 
 
 def random_covariance(n: int, rank: int, seed: int) -> torch.Tensor:
@@ -40,13 +40,13 @@ def test_the_jacobi_eigensolver_agrees_with_lapacks(n, rank):
     """Odd and even sizes, full rank and rank-deficient (a covariance of dead features), against LAPACK's
     eigensolver, an independent route: the same spectrum to float64's resolution, orthonormal vectors."""
     a = random_covariance(n, rank, seed=n)
-    vals, vecs = frechet.eigh(a)
+    vals, vecs = classifier.eigh(a)
     scale = a.diagonal().sum()
     assert torch.allclose(vals.sort().values, torch.linalg.eigvalsh(a), rtol=0, atol=1e-13 * scale)
     assert torch.allclose(vecs @ torch.diag(vals) @ vecs.T, a, rtol=0, atol=1e-13 * scale)
     assert torch.allclose(vecs.T @ vecs, torch.eye(n, dtype=a.dtype), rtol=0, atol=1e-13)
     indefinite = a - a.diagonal().mean() * torch.eye(n, dtype=a.dtype)
-    assert torch.allclose(frechet.eigh(indefinite)[0].sort().values, torch.linalg.eigvalsh(indefinite), rtol=0,
+    assert torch.allclose(classifier.eigh(indefinite)[0].sort().values, torch.linalg.eigvalsh(indefinite), rtol=0,
                           atol=1e-13 * scale)
 
 
@@ -57,7 +57,7 @@ def test_frechet_distance_against_its_closed_form_and_lapacks_route():
     mu_a, mu_b = torch.zeros(6, dtype=torch.float64), torch.arange(6, dtype=torch.float64)
     var_a, var_b = torch.arange(1, 7, dtype=torch.float64), torch.arange(6, 0, -1, dtype=torch.float64) ** 2
     exact = mu_b.pow(2).sum() + (var_a.sqrt() - var_b.sqrt()).pow(2).sum()
-    assert frechet.distance((mu_a, torch.diag(var_a)), (mu_b, torch.diag(var_b))) == pytest.approx(exact.item(), rel=1e-12)
+    assert classifier.frechet_distance((mu_a, torch.diag(var_a)), (mu_b, torch.diag(var_b))) == pytest.approx(exact.item(), rel=1e-12)
 
     s_a, s_b = random_covariance(30, 30, seed=1), random_covariance(30, 30, seed=2)
     vals, vecs = torch.linalg.eigh(s_a)
@@ -65,13 +65,13 @@ def test_frechet_distance_against_its_closed_form_and_lapacks_route():
     cross = torch.linalg.eigvalsh(root_a @ s_b @ root_a).clamp(min=0).sqrt().sum()
     zeros, ones = torch.zeros(30, dtype=torch.float64), torch.ones(30, dtype=torch.float64)
     lapack = 30 + s_a.trace() + s_b.trace() - 2 * cross  # ||0 - 1||^2 over 30 dims is 30
-    assert frechet.distance((zeros, s_a), (ones, s_b)) == pytest.approx(lapack.item(), rel=1e-12)
+    assert classifier.frechet_distance((zeros, s_a), (ones, s_b)) == pytest.approx(lapack.item(), rel=1e-12)
 
     dead = torch.zeros(34, 34, dtype=torch.float64)
     dead[:30, :30] = s_b
     padded = (torch.zeros(34, dtype=torch.float64), torch.block_diag(s_a, torch.zeros(4, 4, dtype=torch.float64)))
-    assert frechet.distance(padded, (torch.zeros(34, dtype=torch.float64), dead)) == pytest.approx(
-        frechet.distance((zeros, s_a), (zeros, s_b)), rel=1e-12)
+    assert classifier.frechet_distance(padded, (torch.zeros(34, dtype=torch.float64), dead)) == pytest.approx(
+        classifier.frechet_distance((zeros, s_a), (zeros, s_b)), rel=1e-12)
 
 
 def test_frechet_distance_of_nearly_singular_covariances_agrees_with_40_digit_arithmetic():
@@ -84,8 +84,8 @@ def test_frechet_distance_of_nearly_singular_covariances_agrees_with_40_digit_ar
     base = torch.randn(5000, 12, generator=g, dtype=torch.float64)
     feats = torch.cat([base, base[:, :4] + 1e-3 * torch.randn(5000, 4, generator=g, dtype=torch.float64),
                        torch.zeros(5000, 3, dtype=torch.float64)], 1)
-    a = frechet.gaussian(feats)
-    b = frechet.gaussian(feats * torch.linspace(0.5, 2, 19, dtype=torch.float64) + 0.1)
+    a = classifier.gaussian(feats)
+    b = classifier.gaussian(feats * torch.linspace(0.5, 2, 19, dtype=torch.float64) + 0.1)
 
     def root(m):
         vals, vecs = mpmath.eigsy(m)
@@ -94,7 +94,7 @@ def test_frechet_distance_of_nearly_singular_covariances_agrees_with_40_digit_ar
     root_a = root(mpmath.matrix(a[1].tolist()))
     cross = sum(mpmath.sqrt(max(v, 0)) for v in mpmath.eigsy(root_a * mpmath.matrix(b[1].tolist()) * root_a)[0])
     exact = (a[0] - b[0]).pow(2).sum().item() + a[1].trace().item() + b[1].trace().item() - 2 * float(cross)
-    assert frechet.distance(a, b) == pytest.approx(exact, rel=1e-9)
+    assert classifier.frechet_distance(a, b) == pytest.approx(exact, rel=1e-9)
 
 
 @pytest.fixture(params=[1.0, 4.0])
@@ -107,8 +107,8 @@ def small_vae(request):
 def test_importance_estimate_tightens_as_k_grows_and_starts_at_the_elbo(small_vae):
     vae, x = small_vae
     torch.manual_seed(1)
-    nelbo = evaluate.reconstruction_metrics(vae, x).metrics["nelbo_bernoulli"]
-    nll = {k: evaluate.importance_nll(vae, x, k, chunk=64).nll.mean().item() for k in (1, 10, 200)}
+    nelbo = scores.reconstruction_metrics(vae, x).metrics["nelbo_bernoulli"]
+    nll = {k: scores.importance_nll(vae, x, k, chunk=64).nll.mean().item() for k in (1, 10, 200)}
     assert nll[1] == pytest.approx(nelbo, rel=0.01)  # k = 1 is a one-sample negative ELBO, whatever beta
     assert nll[1] > nll[10] > nll[200]
 
@@ -122,37 +122,37 @@ def test_the_likelihood_estimates_do_not_depend_on_beta_the_training_weight():
     nll = []
     for vae in vaes:
         torch.manual_seed(1)
-        nll.append((evaluate.importance_nll(vae, x, 100).nll, evaluate.quadrature_nll(vae, x, 6.0, 0.25, 10.0).nll))
+        nll.append((scores.importance_nll(vae, x, 100).nll, scores.quadrature_nll(vae, x, 6.0, 0.25, 10.0).nll))
     assert torch.equal(nll[0][0], nll[1][0]) and torch.equal(nll[0][1], nll[1][1])
     assert (nll[0][0] - nll[0][1]).abs().max() < 1.0  # and each is the NLL: IS agrees with the quadrature
 
 
 def test_reconstruction_metrics_report_the_models_own_loss(small_vae):
     vae, x = small_vae
-    m, codes, images = evaluate.reconstruction_metrics(vae, x, batch_size=150)
+    m, codes, images = scores.reconstruction_metrics(vae, x, batch_size=150)
     assert m["recon"] == m["bce"]  # the bernoulli likelihood's term
-    assert m["loss"] == pytest.approx(m["recon"] + vae.config.beta * m["kl"], rel=1e-5)  # the trained objective
+    assert m["loss"] == pytest.approx(m["recon"] + vae.settings.beta * m["kl"], rel=1e-5)  # the trained objective
     assert m["nelbo_bernoulli"] == pytest.approx(m["bce"] + m["kl"], rel=1e-5)
     # The codes and images of the pass, in the data's order (compared at the pass's batch size: a BLAS may
     # round a product differently by its shape)
-    assert torch.equal(codes, evaluate.codes(vae, x, batch_size=150))
+    assert torch.equal(codes, scores.codes(vae, x, batch_size=150))
     assert m["mse"] == pytest.approx((images - x).pow(2).sum(1).mean().item(), rel=1e-5)
-    ae = evaluate.reconstruction_metrics(make_model("ae", hidden_dims=(32,), z_dim=4), x).metrics
+    ae = scores.reconstruction_metrics(make_model("ae", hidden_dims=(32,), z_dim=4), x).metrics
     assert set(ae) == {"mse", "bce", "loss", "recon"} and ae["loss"] == ae["recon"] == ae["mse"]
 
 
 def test_active_units_count_only_dims_that_vary():
     z = torch.randn(1000, 5)
-    assert evaluate.active_units(z) == 5
+    assert scores.active_units(z) == 5
     z[:, :3] = 0.05 * z[:, :3]  # variance 0.0025 < 0.01
-    assert evaluate.active_units(z) == 2
+    assert scores.active_units(z) == 2
 
 
 def test_a_vae_with_collapsed_units_has_none_active():
     vae = make_model("vae", hidden_dims=(32,), z_dim=4)
     with torch.no_grad():
         vae.head.weight.zero_()  # every mean is the bias: the codes do not depend on x
-    assert evaluate.active_units(evaluate.codes(vae, torch.rand(100, 784))) == 0
+    assert scores.active_units(scores.codes(vae, torch.rand(100, 784))) == 0
 
 
 def test_linear_probe_separates_separable_codes_and_not_noise():
@@ -160,9 +160,9 @@ def test_linear_probe_separates_separable_codes_and_not_noise():
     y = torch.arange(2000) % 10
     centres = 5 * torch.randn(10, 6)
     z = centres[y] + torch.randn(2000, 6)
-    assert evaluate.linear_probe(z[:1000], y[:1000], z[1000:], y[1000:]) > 0.95
+    assert scores.linear_probe(z[:1000], y[:1000], z[1000:], y[1000:]) > 0.95
     noise = torch.randn(2000, 6)
-    assert evaluate.linear_probe(noise[:1000], y[:1000], noise[1000:], y[1000:]) < 0.2
+    assert scores.linear_probe(noise[:1000], y[:1000], noise[1000:], y[1000:]) < 0.2
 
 
 def test_classify_gives_features_and_probabilities():
@@ -178,41 +178,41 @@ def test_the_classifier_scores_in_eval_mode_and_channels_last_and_keeps_that_thr
     assert net.training and not conv.is_contiguous(memory_format=torch.channels_last)  # as it trains
     scorer = classifier.for_scoring(net)
     assert not scorer.training and scorer.features[4].weight.is_contiguous(memory_format=torch.channels_last)
-    scorer.reference = frechet.gaussian(classifier.classify(scorer, test_x)[0])
+    scorer.reference = classifier.gaussian(classifier.classify(scorer, test_x)[0])
     classifier.save(scorer, tmp_path / "c.pt")
     loaded = classifier.load(tmp_path / "c.pt")
     assert not loaded.training and loaded.features[4].weight.is_contiguous(memory_format=torch.channels_last)
     feats, _ = classifier.classify(loaded, test_x)
-    assert frechet.distance(frechet.gaussian(feats), loaded.reference) == pytest.approx(0, abs=1e-6)
+    assert classifier.frechet_distance(classifier.gaussian(feats), loaded.reference) == pytest.approx(0, abs=1e-6)
     assert loaded.reference[1].abs().sum() > 0  # a real covariance, not the zeros it is built with
 
 
 def scored(scorer, images):
     """The Frechet distance of images to the reference, and the share the classifier labels confidently."""
     feats, probs = classifier.classify(scorer, images)
-    return frechet.distance(frechet.gaussian(feats), scorer.reference), (probs.max(1).values > 0.9).float().mean().item()
+    return classifier.frechet_distance(classifier.gaussian(feats), scorer.reference), (probs.max(1).values > 0.9).float().mean().item()
 
 
 def test_model_metrics_scores_the_models_samples_and_reconstructions_and_times_the_importance_sampling(monkeypatch):
     torch.manual_seed(0)
     scorer = classifier.for_scoring(classifier.Classifier())
     x, y = torch.rand(200, 784), torch.arange(200) % 10
-    scorer.reference = frechet.gaussian(classifier.classify(scorer, x)[0])
+    scorer.reference = classifier.gaussian(classifier.classify(scorer, x)[0])
     cfg = SimpleNamespace(seed=3, nll_samples=20, samples=100)
-    importance_nll = evaluate.importance_nll
+    importance_nll = scores.importance_nll
 
     def slow_importance_nll(*args):
         time.sleep(0.3)
         return importance_nll(*args)
 
-    monkeypatch.setattr(evaluate, "importance_nll", slow_importance_nll)
+    monkeypatch.setattr(scores, "importance_nll", slow_importance_nll)
     vae = make_model("vae", hidden_dims=(32,), z_dim=4)
     start = time.perf_counter()
-    vae_metrics, seconds = evaluate.model_metrics(vae, scorer, (x, y, x, y), cfg)
+    vae_metrics, seconds = scores.model_metrics(vae, scorer, (x, y, x, y), cfg)
     assert 0.3 <= seconds < time.perf_counter() - start  # the importance sampling's time, not the call's
     assert vae_metrics["nll_samples"] == 20 and vae_metrics["nll_is_gaussian"] < vae_metrics["nelbo_gaussian"] + 1
     ae = make_model("ae", hidden_dims=(32,), z_dim=4)
-    ae_metrics, seconds = evaluate.model_metrics(ae, scorer, (x, y, x, y), cfg)
+    ae_metrics, seconds = scores.model_metrics(ae, scorer, (x, y, x, y), cfg)
     assert seconds == 0 and "kl" not in ae_metrics and "nll_is_gaussian" not in ae_metrics
     # The samples are the model's, drawn with the evaluate seed; the reconstructions are of the test images.
     samples = ae.sample(cfg.samples, torch.Generator().manual_seed(cfg.seed))
@@ -227,18 +227,18 @@ def test_quadrature_is_the_exact_nll_of_a_2d_vae_that_importance_sampling_bounds
     torch.manual_seed(0)
     vae = make_model("vae", hidden_dims=(32,), z_dim=2, likelihood="bernoulli")
     x = torch.rand(20, 784).bernoulli()
-    exact = evaluate.quadrature_nll(vae, x, 6.0, 0.05, 10.0).nll
-    assert torch.allclose(evaluate.quadrature_nll(vae, x, 6.0, 0.025, 10.0).nll, exact, atol=1e-3)  # converged
-    assert not torch.allclose(evaluate.quadrature_nll(vae, x, 6.0, 1.0, 10.0).nll, exact, atol=1e-3)  # coarse is off
+    exact = scores.quadrature_nll(vae, x, 6.0, 0.05, 10.0).nll
+    assert torch.allclose(scores.quadrature_nll(vae, x, 6.0, 0.025, 10.0).nll, exact, atol=1e-3)  # converged
+    assert not torch.allclose(scores.quadrature_nll(vae, x, 6.0, 1.0, 10.0).nll, exact, atol=1e-3)  # coarse is off
     torch.manual_seed(1)
-    is_nll = evaluate.importance_nll(vae, x, 2000)
+    is_nll = scores.importance_nll(vae, x, 2000)
     gap = is_nll.nll - exact
     assert gap.abs().max() < 0.2 and gap.mean() > -0.01  # IS agrees, and bounds it from above on average
     cfg = SimpleNamespace(quadrature_range=6.0, quadrature_step=0.05, quadrature_sds=10.0)
-    m = evaluate.quadrature_metrics(vae, x, is_nll, cfg)
+    m = scores.quadrature_metrics(vae, x, is_nll, cfg)
     assert m["nll_quadrature_bernoulli"] == pytest.approx(exact.mean().item())
     assert abs(m["quadrature_change_at_half_step"]) < 1e-3 and m["is_gap_mean"] == pytest.approx(gap.mean().item())
-    assert m["quadrature_edge_to_peak"] < evaluate.EDGE_LIMIT and m["is_gap_below_noise"] == 0
+    assert m["quadrature_edge_to_peak"] < scores.EDGE_LIMIT and m["is_gap_below_noise"] == 0
 
 
 def far_vae(n=8, shift=(12.0, -9.0), centres=((4.0, -3.0),)):
@@ -295,7 +295,7 @@ def test_each_image_over_its_own_region_is_every_image_over_the_union_masked():
     assert (mu[0::2] - mu[1::2]).norm(dim=1).min() > 10
     bench = load_bench("quadrature")
     for region in [(6.0, 0.05, 10.0), (2.0, 0.1, 3.0)]:
-        own, union = evaluate.quadrature_nll(vae, x, *region), bench.masked_union_nll(vae, x, *region)
+        own, union = scores.quadrature_nll(vae, x, *region), bench.masked_union_nll(vae, x, *region)
         assert torch.allclose(own.nll, union.nll, rtol=1e-6, atol=0)
         assert torch.allclose(own.edge, union.edge, rtol=0, atol=1e-3)
 
@@ -308,33 +308,33 @@ def test_the_quadrature_follows_posteriors_far_from_the_origin_and_says_when_its
     assert (mu.norm(dim=1) > 15).all() and ((0.5 * logvar).exp() < 0.5).all()  # nowhere near [-6, 6]^2
     reference = reference_nll(vae, x)
     cfg = SimpleNamespace(quadrature_range=6.0, quadrature_step=0.05, quadrature_sds=10.0)
-    nll, edge = evaluate.quadrature_nll(vae, x, cfg.quadrature_range, cfg.quadrature_step, cfg.quadrature_sds)
+    nll, edge = scores.quadrature_nll(vae, x, cfg.quadrature_range, cfg.quadrature_step, cfg.quadrature_sds)
     assert (nll - reference).abs().max() < 0.01
     torch.manual_seed(1)
-    is_nll = evaluate.importance_nll(vae, x, 1000)
-    m = evaluate.quadrature_metrics(vae, x, is_nll, cfg)
-    assert m["quadrature_edge_to_peak"] < evaluate.EDGE_LIMIT and m["is_gap_below_noise"] == 0
+    is_nll = scores.importance_nll(vae, x, 1000)
+    m = scores.quadrature_metrics(vae, x, is_nll, cfg)
+    assert m["quadrature_edge_to_peak"] < scores.EDGE_LIMIT and m["is_gap_below_noise"] == 0
     assert m["is_gap_mean"] > -3 * m["is_gap_sd_of_mean"] and "missed mass" not in capsys.readouterr().err
     # q's means moved 3 units (about 15 sds) off the posteriors: p(x) is the decoder's and the prior's, the
     # same, and the scan around the boxes still finds the mass...
     astray = copy.deepcopy(vae)
     with torch.no_grad():
         astray.head.bias[:2].add_(3.0)
-    assert (evaluate.quadrature_nll(astray, x, 6.0, 0.05, 10.0).nll - reference).abs().max() < 0.01
+    assert (scores.quadrature_nll(astray, x, 6.0, 0.05, 10.0).nll - reference).abs().max() < 0.01
     # ...and with a square and boxes too small to reach it, the scan grows until it holds the mass...
     small = SimpleNamespace(quadrature_range=1.0, quadrature_step=0.05, quadrature_sds=1.0)
-    assert evaluate.quadrature_metrics(astray, x, is_nll, small)["nll_quadrature_bernoulli"] == pytest.approx(
+    assert scores.quadrature_metrics(astray, x, is_nll, small)["nll_quadrature_bernoulli"] == pytest.approx(
         m["nll_quadrature_bernoulli"], abs=0.01)
     # ...but where the region misses the mass (here the scan cut to q's box), the edge says so, and so does
     # IS, an upper bound, lying below.
     def q_box(model, x, half_width, sds, step):
-        mu, reach = evaluate.posterior_reach(model, x, half_width, sds)
+        mu, reach = scores.posterior_reach(model, x, half_width, sds)
         return mu - reach, mu + reach
 
-    monkeypatch.setattr(evaluate, "far_mass", q_box)
-    lost = evaluate.quadrature_metrics(astray, x, is_nll, small)
+    monkeypatch.setattr(scores, "far_mass", q_box)
+    lost = scores.quadrature_metrics(astray, x, is_nll, small)
     assert lost["nll_quadrature_bernoulli"] > m["nll_quadrature_bernoulli"] + 1
-    assert lost["quadrature_edge_to_peak"] > evaluate.EDGE_LIMIT and lost["is_gap_below_noise"] > 0
+    assert lost["quadrature_edge_to_peak"] > scores.EDGE_LIMIT and lost["is_gap_below_noise"] > 0
     assert "the quadrature may have missed mass" in capsys.readouterr().err
 
 
