@@ -300,8 +300,8 @@ class AE(Autoencoder):
 
     @classmethod
     def from_model_args(cls, args: dict) -> AE:
-        settings = AEParams(prior=args["prior"], gmm_components=args["components"])
-        return cls(Layers(**{key: args[key] for key in Layers.model_fields}), settings)
+        own = {key: value for key, value in args.items() if key != "components"}
+        return super().from_model_args(own | {"gmm_components": args["components"]})
 
     @torch.no_grad()
     def estimate_prior(self, x: torch.Tensor, generator: torch.Generator) -> dict[str, float]:
